@@ -1,0 +1,116 @@
+"""The same job headless: `python -m trainer train …` or `accelerate launch -m trainer train …`.
+
+    python -m trainer train --job jobs/20261127-my_lora.json
+    python -m trainer train --preset atelier --base-model sd15.safetensors --dataset data/my_concept \
+        --trigger sks --output-dir ComfyUI/models/loras --set max_train_steps=1500 --set rank=16
+    python -m trainer train --demo            # the tiny random demo model: checks the set-up, no real LoRA
+    python -m trainer presets                 # the three presets and every field
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import TrainConfig, field_names
+from .errors import LoraStudioError
+from .presets import PRESETS, apply_preset
+
+log = logging.getLogger("lora_studio.cli")
+
+DEMO_DATASET = Path(__file__).resolve().parent.parent / "example_data" / "watercolor_fox"
+
+
+def _parse_value(raw: str):
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw  # plain strings need no quotes: --set lr_scheduler=cosine
+
+
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    overrides: dict = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise SystemExit(f"--set needs key=value, got '{item}'. Known keys: {', '.join(field_names())}")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = _parse_value(v)
+    for flag, key in (("base_model", "base_model"), ("dataset", "dataset"), ("trigger", "trigger_token"),
+                      ("output_dir", "output_dir"), ("jobs_dir", "jobs_dir"), ("name", "name")):
+        if getattr(args, flag, None):
+            overrides[key] = getattr(args, flag)
+    if args.demo:
+        from .models import build_tiny_model
+
+        cache = Path(args.jobs_dir or "runs/jobs").expanduser().parent / "demo-model"
+        overrides.setdefault("base_model", str(build_tiny_model(cache / "tiny-sd15", "sd15")))
+        overrides.setdefault("dataset", str(DEMO_DATASET))
+        overrides.setdefault("trigger_token", "wcfox")
+        overrides.setdefault("name", "demo_tiny_lora")
+        for k, v in dict(resolution=64, test_mode=True, max_train_steps=30, lr_warmup_steps=3,
+                         gradient_accumulation_steps=1, learning_rate=1e-3).items():
+            overrides.setdefault(k, v)
+    if args.job:
+        data = TrainConfig.load(args.job).to_dict()
+        data.update(overrides)
+        return TrainConfig.from_dict(data).validate()
+    return apply_preset(args.preset, overrides)
+
+
+def _print_progress(info) -> None:
+    every = max(1, info.total // 20)
+    if info.step == 1 or info.step % every == 0 or info.step == info.total:
+        print(f"step {info.step}/{info.total}  loss {info.loss:.4f}  lr {info.lr:.2e}  "
+              f"eta {info.eta_s:.0f}s", flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .job import run_job
+    from .loop import Callbacks
+
+    cfg = build_config(args)
+    result = run_job(cfg, Callbacks(on_step=_print_progress, on_message=lambda m: print(m, flush=True)))
+    if result.lora_path:
+        m = result.record["metrics"]
+        print(f"LoRA written: {result.lora_path}\njob record: {result.record_path}\n"
+              f"held-out loss {m['eval_loss_before']:.4f} -> {m['eval_loss_after']:.4f}")
+    return 0
+
+
+def cmd_presets(_: argparse.Namespace) -> int:
+    for p in PRESETS.values():
+        print(f"{p.key:11s} {p.title}  ({p.suited_for}; >= {p.min_vram_gb} GB VRAM)\n            {p.focus}")
+        print("            " + ", ".join(f"{k}={v}" for k, v in p.values.items()))
+    print("\nfields (override with --set key=value):\n  " + ", ".join(field_names()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ap = argparse.ArgumentParser(prog="python -m trainer", description="LoRA Studio headless trainer")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train one LoRA")
+    t.add_argument("--job", help="job JSON (a config, or a job record from an earlier run)")
+    t.add_argument("--preset", default="fotostudio", help=f"one of {', '.join(PRESETS)} (ignored with --job)")
+    t.add_argument("--base-model", dest="base_model", help="checkpoint file or diffusers folder")
+    t.add_argument("--dataset", help="dataset folder")
+    t.add_argument("--trigger", help="trigger token replacing <my_token> in prompts")
+    t.add_argument("--output-dir", dest="output_dir", help="where the LoRA goes (e.g. ComfyUI/models/loras)")
+    t.add_argument("--jobs-dir", dest="jobs_dir", help="where job records go")
+    t.add_argument("--name", help="LoRA file name")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field")
+    t.add_argument("--demo", action="store_true", help="use the built-in TINY RANDOM demo model and sample data")
+    t.set_defaults(func=cmd_train)
+    sub.add_parser("presets", help="list presets and fields").set_defaults(func=cmd_presets)
+    args = ap.parse_args(argv)
+    try:
+        return args.func(args)
+    except LoraStudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Write results so that a crash never leaves half a file and nothing is overwritten unasked.
+
+- `<name>.safetensors` in kohya keys with `ss_*` / `modelspec.*` metadata (ComfyUI, A1111/Forge,
+  InvokeAI and diffusers read it),
+- `<name>.adapter_config.json` beside it (peft's LoraConfig per model part: the guide's
+  "copy both files"),
+- the job record, the guide's `lora/jobs/<id>.json`.
+Each file is written to a temporary name in the same folder, flushed to disk, then linked or
+renamed into place in one step.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ExportError
+from .lora import text_encoder_prefixes, to_kohya
+
+log = logging.getLogger("lora_studio.export")
+
+SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+BASE_VERSION = {"sd15": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
+ARCHITECTURE = {"sd15": "stable-diffusion-v1/lora", "sd2": "stable-diffusion-v2-768-v/lora",
+                "sdxl": "stable-diffusion-xl-v1-base/lora"}
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
+
+
+def sanitize_name(name: str) -> str:
+    """A file-name stem that is safe everywhere: no separators, no '..', no reserved device names."""
+    stem = re.sub(r"\.safetensors$", "", str(name).strip(), flags=re.I)
+    stem = re.sub(r"[^\w\-. ]+", "_", stem, flags=re.UNICODE).strip(" .")
+    stem = re.sub(r"\.{2,}", ".", stem)
+    stem = re.sub(r"\s+", "_", stem)[:100]
+    if not stem or stem.lower().split(".")[0] in _RESERVED:
+        stem = f"lora_{stem}" if stem else "lora"
+    return stem
+
+
+def free_path(folder: Path, stem: str, suffix: str = ".safetensors") -> Path:
+    """`folder/stem.suffix`, or `stem_2`, `stem_3`, … if taken (the Load LoRA node caches by name)."""
+    candidate = folder / f"{stem}{suffix}"
+    n = 2
+    while candidate.exists():
+        candidate = folder / f"{stem}_{n}{suffix}"
+        n += 1
+    return candidate
+
+
+def _write_atomic(path: Path, write, overwrite: bool) -> Path:
+    """Write via `write(tmp_path)`; then move into place. Without `overwrite`, an existing file is never replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if the name exists: no check-then-write race
+            os.unlink(tmp)
+    except FileExistsError:
+        _unlink_quietly(tmp)
+        raise
+    except OSError as e:
+        _unlink_quietly(tmp)
+        raise ExportError(f"Could not write '{path}': {e.strerror or e}. Nothing was changed under that name. "
+                          "Fix: free disk space or check the folder's permissions, then save again.") from None
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return path
+
+
+def _unlink_quietly(p: str | Path) -> None:
+    try:
+        os.unlink(p)
+    except OSError:
+        pass
+
+
+def write_json_atomic(path: Path, data: Any, overwrite: bool = True) -> Path:
+    text = json.dumps(data, indent=2, sort_keys=True, default=str)
+    return _write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"), overwrite)
+
+
+def write_safetensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+                             overwrite: bool = False) -> Path:
+    from safetensors.torch import save_file
+
+    return _write_atomic(path, lambda p: save_file(tensors, str(p), metadata=metadata), overwrite)
+
+
+def kohya_state_dict(family: str, unet_lora: dict, te_loras: list[dict], alpha: float,
+                     dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    out = to_kohya("lora_unet", unet_lora, alpha, False, dtype)
+    for prefix, te in zip(text_encoder_prefixes(family), te_loras):
+        out.update(to_kohya(prefix, te, alpha, True, dtype))
+    return out
+
+
+def lora_metadata(*, family: str, cfg, base_hash: str, dataset_hash: str, n_images: int, steps: int,
+                  prediction_type: str, name: str) -> dict[str, str]:
+    """kohya `ss_*` and Stability `modelspec.*` keys. No timestamps: the same run gives the same file."""
+    res = f"({cfg.resolution}, {cfg.resolution})"
+    md = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(cfg.rank),
+        "ss_network_alpha": str(float(cfg.alpha)),
+        "ss_base_model_version": BASE_VERSION[family],
+        "ss_v2": str(family == "sd2"),
+        "ss_sd_model_name": Path(str(cfg.base_model)).name,
+        "ss_new_sd_model_hash": base_hash,
+        "ss_resolution": res,
+        "ss_max_train_steps": str(cfg.max_train_steps),
+        "ss_steps": str(steps),
+        "ss_learning_rate": str(cfg.learning_rate),
+        "ss_unet_lr": str(cfg.learning_rate),
+        "ss_text_encoder_lr": str(cfg.text_encoder_lr if cfg.train_text_encoder else 0),
+        "ss_network_train_unet_only": str(not cfg.train_text_encoder),
+        "ss_lr_scheduler": cfg.lr_scheduler,
+        "ss_lr_warmup_steps": str(cfg.lr_warmup_steps),
+        "ss_batch_size_per_device": str(cfg.train_batch_size),
+        "ss_gradient_accumulation_steps": str(cfg.gradient_accumulation_steps),
+        "ss_mixed_precision": cfg.mixed_precision,
+        "ss_min_snr_gamma": str(cfg.snr_gamma),
+        "ss_noise_offset": str(cfg.noise_offset),
+        "ss_seed": str(cfg.seed),
+        "ss_num_train_images": str(n_images),
+        "ss_dataset_hash": dataset_hash,
+        "ss_trigger_token": cfg.trigger_token,
+        "ss_output_name": name,
+        "ss_training_preset": cfg.preset,
+        "ss_prediction_type": prediction_type,
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": ARCHITECTURE[family],
+        "modelspec.implementation": "diffusers",
+        "modelspec.title": name,
+        "modelspec.resolution": f"{cfg.resolution}x{cfg.resolution}",
+        "modelspec.prediction_type": prediction_type,
+        "modelspec.trigger_phrase": cfg.trigger_token,
+        "lora_studio.config": cfg.to_json(),
+    }
+    return md
+
+
+def adapter_config(cfg, family: str) -> dict[str, Any]:
+    """peft LoraConfig of each part, keyed as diffusers names them, plus how the file is keyed."""
+    from .lora import AdapterSpec
+
+    unet = AdapterSpec(cfg.rank, cfg.alpha, tuple(cfg.unet_target_modules), cfg.lora_dropout).peft_config()
+    parts = {"unet": unet.to_dict()}
+    if cfg.train_text_encoder:
+        te = AdapterSpec(cfg.rank, cfg.alpha, tuple(cfg.text_encoder_target_modules), cfg.lora_dropout).peft_config()
+        for i, _ in enumerate(text_encoder_prefixes(family)):
+            parts["text_encoder" if i == 0 else "text_encoder_2"] = te.to_dict()
+    for p in parts.values():  # sets are not JSON; keep the lists sorted for stable files
+        for k, v in list(p.items()):
+            if isinstance(v, set):
+                p[k] = sorted(v)
+    return {"format": "kohya (lora_unet_* / lora_te*_*, lora_down/lora_up/alpha)", "base_model_family": family,
+            "rank": cfg.rank, "alpha": cfg.alpha, "peft": parts}

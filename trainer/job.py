@@ -1,0 +1,230 @@
+"""One training job from config to files: the function the nodes and the CLI both call.
+
+dataset checked → job record opened → base model loaded (offline) → latents / embeddings
+cached → LoRA trained → file exported atomically → job record closed. Anything the run changes
+globally (grad mode, RNG, accelerate's state, device memory) is restored in `finally`.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import TrainConfig
+from .data import Dataset, load_dataset
+from .encode import build_items, square_sizes
+from .errors import LoraStudioError, TrainingCancelled
+from .export import (SAVE_DTYPES, adapter_config, free_path, kohya_state_dict, lora_metadata, sanitize_name,
+                     write_json_atomic, write_safetensors_atomic)
+from .loop import Callbacks, Trainer, TrainResult
+from .models import BaseModel, load_base_model
+
+log = logging.getLogger("lora_studio.job")
+
+
+@dataclass
+class JobResult:
+    lora_path: Path | None
+    record_path: Path
+    record: dict[str, Any]
+    train: TrainResult | None
+    base: BaseModel | None = None  # kept only when the caller asked (keep_model=True)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def headless_command(record_path: Path | str) -> str:
+    """The guide's copyable command: the same job, from a terminal, on one or several GPUs."""
+    return f'accelerate launch -m trainer train --job "{record_path}"'
+
+
+def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
+    """sha256 of a file (a diffusers folder: of its UNet weights), cached by path, size and mtime."""
+    if path.is_dir():
+        files = sorted((path / "unet").glob("*.safetensors")) or sorted((path / "unet").glob("*.bin"))
+        return hashlib.sha256(b"".join(bytes.fromhex(file_sha256(f, cache_dir)) for f in files)).hexdigest()
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    cache_file = cache_dir / "hashes.json" if cache_dir else None
+    cache: dict[str, str] = {}
+    if cache_file and cache_file.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            cache = json.loads(cache_file.read_text())
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(8 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    if cache_file:
+        cache[key] = digest
+        with contextlib.suppress(OSError, LoraStudioError):
+            write_json_atomic(cache_file, cache)
+    return digest
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for mod in ("torch", "diffusers", "peft", "accelerate", "transformers"):
+        with contextlib.suppress(Exception):
+            out[mod] = __import__(mod).__version__
+    return out
+
+
+def make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not distributed:
+        # In a long-lived process (ComfyUI) a previous run's state would pin its mixed precision.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        PartialState._reset_state()
+    if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
+        from .errors import ConfigError, Problem
+
+        raise ConfigError([Problem("mixed_precision", "fp16", "'fp16' only on a CUDA GPU",
+                                   "use 'bf16' or 'no' on this machine")])
+    return Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                       cpu=not torch.cuda.is_available())
+
+
+def resolve_cache_dir(cfg: TrainConfig) -> Path:
+    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else Path(cfg.jobs_dir).expanduser().parent / "cache"
+
+
+def new_job_id(name: str) -> str:
+    return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{sanitize_name(name)[:40]}-{secrets.token_hex(3)}"
+
+
+def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Dataset | None = None,
+            base: BaseModel | None = None, keep_model: bool = False, write_lora: bool = True,
+            latent_cache=None) -> JobResult:
+    """Train one LoRA. Raises LoraStudioError subclasses with their explanations; writes no LoRA then."""
+    cb = callbacks or Callbacks()
+    cfg.validate()
+    ds = dataset or load_dataset(cfg.dataset, cfg.trigger_token, cfg.placeholder)
+    for w in ds.warnings:
+        cb.message(f"dataset: {w}")
+    jobs_dir = Path(cfg.jobs_dir).expanduser()
+    job_id = new_job_id(cfg.name)
+    record_path = jobs_dir / f"{job_id}.json"
+    record: dict[str, Any] = {
+        "id": job_id, "status": "running", "created": datetime.now(timezone.utc).isoformat(),
+        "config": cfg.to_dict(), "command": headless_command(record_path),
+        "dataset": {"path": str(ds.root), "images": len(ds.samples), "warnings": ds.warnings},
+        "environment": _versions(),
+    }
+    acc = None
+    bm = base
+    result: JobResult | None = None
+    with contextlib.ExitStack() as stack:
+        # ComfyUI runs nodes under inference mode; training needs autograd, and nothing here may
+        # change the caller's RNG streams.
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.enable_grad())
+        stack.enter_context(torch.random.fork_rng(devices=range(torch.cuda.device_count())))
+        try:
+            acc = make_accelerator(cfg)
+            if acc.is_main_process:
+                write_json_atomic(record_path, record)
+            t_start = time.perf_counter()
+            cb.message("loading base model")
+            bm = bm or load_base_model(cfg.base_model, cfg.model_type, cfg.model_config_dir, cfg.tokenizer_dir,
+                                       cfg.prediction_type)
+            record["base_model"] = {"path": str(bm.source), "family": bm.family, "prediction_type": bm.prediction_type,
+                                    "sha256": file_sha256(bm.source, resolve_cache_dir(cfg))}
+            record["dataset"]["sha256"] = ds.content_hash()
+            cb.message(f"encoding {len(ds.samples)} images once")
+            cache_text = not cfg.train_text_encoder
+            for te in bm.text_encoders:
+                te.to(acc.device)
+            items = build_items(bm, ds, square_sizes(len(ds.samples), cfg.resolution), acc.device, cache_text,
+                                cfg.center_crop, cfg.random_flip, latent_cache=latent_cache)
+            bm.vae.to("cpu")  # not needed until previews; frees device memory for the UNet
+            if cache_text:
+                for te in bm.text_encoders:
+                    te.to("cpu")
+            trainer = Trainer(cfg, bm, items, acc, cb)
+            record["metrics"] = {"time_to_first_step_s": None}
+            train = trainer.run()
+            record["metrics"] = {
+                "losses": train.losses, "learning_rates": train.lrs, "steps": train.steps,
+                "eval_loss_before": train.eval_loss_before, "eval_loss_after": train.eval_loss_after,
+                "train_seconds": train.seconds, "total_seconds": time.perf_counter() - t_start,
+                "time_to_first_step_s": (time.perf_counter() - t_start) - train.seconds + train.first_step_s,
+                "images_per_second": train.steps * cfg.train_batch_size * cfg.gradient_accumulation_steps
+                * acc.num_processes / max(train.seconds, 1e-9),
+            }
+            lora_path, tensors = None, {}
+            if acc.is_main_process:
+                tensors = kohya_state_dict(bm.family, train.unet_lora, train.text_encoder_loras, cfg.alpha,
+                                           SAVE_DTYPES[cfg.save_precision])
+                if write_lora:
+                    lora_path = _export(cfg, bm, ds, record, tensors, train)
+                record.update(status="finished", finished=datetime.now(timezone.utc).isoformat())
+                write_json_atomic(record_path, record)
+            acc.wait_for_everyone()
+            result = JobResult(lora_path, record_path, record, train, bm if keep_model else None, tensors)
+            return result
+        except TrainingCancelled as e:
+            _close_record(acc, record_path, record, "cancelled", str(e))
+            raise
+        except BaseException as e:
+            _close_record(acc, record_path, record, "failed", f"{e.__class__.__name__}: {e}")
+            raise
+        finally:
+            if not keep_model or result is None:
+                _free(bm if base is None else None)
+            if acc is not None:
+                acc.free_memory()
+
+
+def _export(cfg: TrainConfig, bm: BaseModel, ds: Dataset, record: dict, tensors: dict, train: TrainResult) -> Path:
+    out_dir = Path(cfg.output_dir).expanduser()
+    stem = sanitize_name(cfg.name)
+    md = lora_metadata(family=bm.family, cfg=cfg, base_hash=record["base_model"]["sha256"],
+                       dataset_hash=record["dataset"]["sha256"], n_images=len(ds.samples), steps=train.steps,
+                       prediction_type=bm.prediction_type, name=stem)
+    while True:  # another writer may take the free name between our look and our link: look again
+        path = free_path(out_dir, stem)
+        try:
+            write_safetensors_atomic(path, tensors, md, overwrite=False)
+            break
+        except FileExistsError:
+            continue
+    cfg_path = path.with_suffix(".adapter_config.json")
+    write_json_atomic(cfg_path, adapter_config(cfg, bm.family), overwrite=False)
+    record["outputs"] = {"lora": str(path), "adapter_config": str(cfg_path), "lora_sha256": file_sha256(path)}
+    log.info("wrote %s", path)
+    return path
+
+
+def _close_record(acc, record_path: Path, record: dict, status: str, message: str) -> None:
+    if acc is None or not acc.is_main_process:
+        return
+    record.update(status=status, message=message, finished=datetime.now(timezone.utc).isoformat())
+    with contextlib.suppress(Exception):  # the record must never mask the real error
+        write_json_atomic(record_path, record)
+
+
+def _free(bm: BaseModel | None) -> None:
+    if bm is not None:
+        for m in [bm.unet, bm.vae, *bm.text_encoders]:
+            with contextlib.suppress(Exception):
+                m.to("meta")
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
