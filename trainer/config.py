@@ -145,6 +145,12 @@ class TrainConfig:
         num("seed", 0, 2**32 - 1, "use any whole number, e.g. 42", integer=True)
         num("checkpointing_steps", 0, 1_000_000, "use 0 (off) or about a quarter of max_train_steps", integer=True)
         num("checkpoints_total_limit", 1, 1000, "keep the last 2–5 checkpoints", integer=True)
+        for f in fields(self):  # types of the free-form fields (JSON from a user may carry anything)
+            v = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(v, bool):
+                need(False, f.name, "true or false", "write true or false without quotes")
+            elif f.type == "str" and not isinstance(v, str):
+                need(False, f.name, "text", "put the value in quotes")
         for name, allowed in (("unet_target_modules", UNET_TARGETS), ("text_encoder_target_modules", TEXT_ENCODER_TARGETS)):
             v = getattr(self, name)
             ok = isinstance(v, list) and len(v) > 0 and all(m in allowed for m in v)

@@ -92,11 +92,37 @@ def write_json_atomic(path: Path, data: Any, overwrite: bool = True) -> Path:
     return _write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"), overwrite)
 
 
+_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]):
+    """Serialise in a fixed order (keys sorted, metadata sorted).
+
+    safetensors' own writer keeps metadata in a hash map, so two identical runs give files whose
+    bytes differ; a LoRA's identity (its sha256 in the job record) should depend on its content only.
+    """
+    header: dict = {"__metadata__": dict(sorted(metadata.items()))}
+    offset, blobs = 0, []
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(raw)]}
+        offset += len(raw)
+        blobs.append(raw)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    yield len(head).to_bytes(8, "little") + head
+    yield from blobs
+
+
 def write_safetensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
                              overwrite: bool = False) -> Path:
-    from safetensors.torch import save_file
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            for chunk in safetensors_bytes(tensors, metadata):
+                f.write(chunk)
 
-    return _write_atomic(path, lambda p: save_file(tensors, str(p), metadata=metadata), overwrite)
+    return _write_atomic(path, write, overwrite)
 
 
 def kohya_state_dict(family: str, unet_lora: dict, te_loras: list[dict], alpha: float,

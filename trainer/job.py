@@ -128,6 +128,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
         "environment": _versions(),
     }
     acc = None
+    opened = False
     bm = base
     result: JobResult | None = None
     with contextlib.ExitStack() as stack:
@@ -138,8 +139,6 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
         stack.enter_context(torch.random.fork_rng(devices=range(torch.cuda.device_count())))
         try:
             acc = make_accelerator(cfg)
-            if acc.is_main_process:
-                write_json_atomic(record_path, record)
             t_start = time.perf_counter()
             cb.message("loading base model")
             bm = bm or load_base_model(cfg.base_model, cfg.model_type, cfg.model_config_dir, cfg.tokenizer_dir,
@@ -158,7 +157,10 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                 for te in bm.text_encoders:
                     te.to("cpu")
             trainer = Trainer(cfg, bm, items, acc, cb)
-            record["metrics"] = {"time_to_first_step_s": None}
+            # The record appears once the inputs are known good: a bad dataset or model writes nothing.
+            if acc.is_main_process:
+                write_json_atomic(record_path, record)
+            opened = True
             train = trainer.run()
             record["metrics"] = {
                 "losses": train.losses, "learning_rates": train.lrs, "steps": train.steps,
@@ -180,10 +182,12 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
             result = JobResult(lora_path, record_path, record, train, bm if keep_model else None, tensors)
             return result
         except TrainingCancelled as e:
-            _close_record(acc, record_path, record, "cancelled", str(e))
+            if opened:
+                _close_record(acc, record_path, record, "cancelled", str(e))
             raise
         except BaseException as e:
-            _close_record(acc, record_path, record, "failed", f"{e.__class__.__name__}: {e}")
+            if opened:
+                _close_record(acc, record_path, record, "failed", f"{e.__class__.__name__}: {e}")
             raise
         finally:
             if not keep_model or result is None:

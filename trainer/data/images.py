@@ -1,7 +1,16 @@
-"""Image loading that never trusts the file: size limits, EXIF orientation, any mode to RGB."""
+"""Image loading that never trusts the file: size limits, EXIF orientation, any mode to 8-bit sRGB.
+
+Modes handled: 1/L/P/PA/LA/RGBA/RGBa (alpha composited on white), I;16* and I (16-bit greyscale PNGs,
+scaled, never clipped), RGB/RGBA with 16 bits per channel (Pillow keeps the high byte, which is the
+correct 8-bit value), CMYK (Adobe-inverted JPEGs are undone by Pillow; an embedded ICC profile is used
+when littlecms is available), YCbCr/LAB/HSV via Pillow's converters.
+"""
 from __future__ import annotations
 
+import io
 import logging
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,39 +24,133 @@ log = logging.getLogger("lora_studio.data")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # A training image above this many pixels is a decompression bomb, not a photo (~ 16k x 16k).
 MAX_PIXELS = 256_000_000
+_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "MPO")  # MPO: JPEGs from phones and stereo cameras
+_EXIF_ORIENTATION = 0x0112
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """Open an image as 8-bit RGB with EXIF orientation applied. Raises DatasetError naming the file."""
+def _open(path: Path) -> Image.Image:
+    """Open without decoding and refuse huge images by their header (Pillow only warns below 2x its limit)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        im = Image.open(path, formats=_FORMATS)
+    if im.width * im.height > MAX_PIXELS:
+        w, h = im.size
+        im.close()
+        raise Image.DecompressionBombError(f"{w}x{h} = {w * h / 1e6:.0f} megapixels")
+    return im
+
+
+def _explain(path: Path, e: Exception) -> DatasetError:
+    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return DatasetError(f"{path.name}: image is too large to be safe ({e}). Fix: downscale it below "
+                            f"{MAX_PIXELS // 1_000_000} megapixels or remove it.")
+    if isinstance(e, PermissionError):
+        return DatasetError(f"{path.name}: this process may not read the file. Fix: check its permissions.")
+    if isinstance(e, FileNotFoundError):
+        return DatasetError(f"{path.name}: file not found (moved or deleted?). Fix: check the dataset folder.")
+    if isinstance(e, Image.UnidentifiedImageError) or _is_empty(path):
+        return DatasetError(f"{path.name}: not an image (empty, or another file type with an image extension). "
+                            "Fix: re-export it as PNG or JPEG, or remove it.")
+    return DatasetError(f"{path.name}: not a readable image ({e.__class__.__name__}: {e}); it may be truncated. "
+                        "Fix: re-export it as PNG or JPEG, or remove it.")
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # malformed EXIF: show the pixels as stored rather than lose the picture
+        return 1
+
+
+def _guarded(path: Path, fn):
     old = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # restored below: PIL's limit is process-global
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb(im)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DatasetError(f"{path.name}: image is too large to be safe ({e}). Fix: downscale it below "
-                           f"{MAX_PIXELS // 1_000_000} megapixels or remove it.") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise DatasetError(f"{path.name}: not a readable image ({e.__class__.__name__}: {e}). "
-                           "Fix: re-export it as PNG or JPEG, or remove it.") from None
+        return fn()
+    except DatasetError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning, struct.error) as e:
+        raise _explain(path, e) from None
     finally:
         Image.MAX_IMAGE_PIXELS = old
 
 
+def load_rgb(path: Path) -> Image.Image:
+    """Open an image as 8-bit RGB with EXIF orientation applied. Raises DatasetError naming the file."""
+    path = Path(path)
+
+    def go() -> Image.Image:
+        with _open(path) as im:
+            im.load()
+            if _orientation(im) != 1:
+                im = ImageOps.exif_transpose(im)
+            return _to_rgb(im)
+
+    return _guarded(path, go)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) as shown, i.e. after EXIF rotation, read from the header only."""
+    path = Path(path)
+
+    def go() -> tuple[int, int]:
+        with _open(path) as im:
+            w, h = im.size
+            return (h, w) if _orientation(im) in (5, 6, 7, 8) else (w, h)
+
+    return _guarded(path, go)
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit greyscale: scale to 8 bit, don't clip
+    if im.mode.startswith("I;16") or im.mode == "I":
+        # 16-bit greyscale (PNG): the full range is 0..65535 whatever the picture's brightness
         arr = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if arr.max() > 255 else 255.0
-        im = Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-    if im.mode == "P":
+        im = Image.fromarray(np.clip(arr / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif im.mode == "F":
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        im = Image.fromarray(np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0) + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode == "CMYK":
+        return _cmyk_to_rgb(im)
+    icc = im.info.get("icc_profile")
+    if im.mode in ("P", "PA", "LA", "La", "RGBa") or "transparency" in im.info:
         im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA"):  # composite on white: transparent areas would otherwise turn black
-        im = im.convert("RGBA")
+    if im.mode == "RGBA":  # composite on white: transparent areas would otherwise turn black
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(bg, im)
-    return im.convert("RGB")
+    im = im.convert("RGB")
+    return _to_srgb(im, icc) if icc else im
+
+
+def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
+    icc = im.info.get("icc_profile")
+    converted = _to_srgb(im, icc) if icc else None
+    return converted if converted is not None else im.convert("RGB")
+
+
+def _to_srgb(im: Image.Image, icc: bytes) -> Image.Image | None:
+    """Convert by the embedded colour profile (phone photos: Display P3; print files: CMYK profiles).
+
+    For RGB input the image itself comes back when the profile cannot be used; for CMYK None does.
+    """
+    try:
+        from PIL import ImageCms
+
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        desc = (ImageCms.getProfileDescription(src) or "").lower()
+        if im.mode == "RGB" and "srgb" in desc:
+            return im
+        return ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except Exception as e:  # a broken profile must not cost the picture; Pillow's plain conversion is close
+        log.debug("colour profile ignored (%s)", e)
+        return None if im.mode == "CMYK" else im
 
 
 def to_training_tensor(im: Image.Image, width: int, height: int, center_crop: bool = True,

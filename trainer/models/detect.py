@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..errors import ModelLoadError
 
-SUPPORTED = "SD 1.x (sd15), SD 2.x (sd2), SDXL base (sdxl)"
+SUPPORTED = "SD 1.5 and other SD 1.x (sd15), SD 2.x (sd2), SDXL base (sdxl)"
 FAMILY_LABEL = {"sd15": "SD 1.5", "sd2": "SD 2.x", "sdxl": "SDXL"}
 
 # (family or None for unsupported, what it is, a key prefix that identifies it). First match wins.

@@ -1,0 +1,112 @@
+"""Shared fixtures: offline by force, tiny random models from the shipped tiny configs, sample data.
+
+The network is blocked for every test (only loopback is allowed, for the real-ComfyUI suite):
+a loader that tries to reach a hub fails loudly instead of passing on a developer's machine.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+class NetworkBlocked(RuntimeError):
+    pass
+
+
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self, address):
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, str) and (host in ("localhost", "::1") or host.startswith("127.") or self.family == socket.AF_UNIX):
+        return _real_connect(self, address)
+    raise NetworkBlocked(f"test tried to reach the network: {address!r}")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network():
+    socket.socket.connect = _guarded_connect
+    yield
+    socket.socket.connect = _real_connect
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    # Two OpenMP threads on two shared cores make tiny convolutions ~100x slower here.
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15(tmp_path_factory) -> Path:
+    from trainer.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd15", "sd15")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory) -> Path:
+    from trainer.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sdxl", "sdxl")
+
+
+SAMPLE = REPO / "example_data" / "watercolor_fox"
+
+
+@pytest.fixture
+def sample_dataset(tmp_path) -> Path:
+    """The shipped sample dataset, first 4 images (copied: tests may not touch the repo)."""
+    dst = tmp_path / "dataset"
+    (dst / "images").mkdir(parents=True)
+    lines = (SAMPLE / "metadata.jsonl").read_text().splitlines()[:4]
+    for line in lines:
+        import json
+
+        shutil.copy(SAMPLE / "images" / json.loads(line)["file"], dst / "images")
+    (dst / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return dst
+
+
+def tiny_overrides(tmp_path: Path, base: Path, dataset: Path, **extra) -> dict:
+    """A config that trains a tiny model in seconds and clearly lowers its loss."""
+    cfg = dict(base_model=str(base), dataset=str(dataset), trigger_token="wcfox", resolution=64, test_mode=True,
+               max_train_steps=30, lr_warmup_steps=0, lr_scheduler="constant", learning_rate=1e-2,
+               gradient_accumulation_steps=1, train_batch_size=2, rank=8, alpha=8.0, snr_gamma=0.0,
+               unet_target_modules=["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj",
+                                    "ff.net.2"],
+               save_precision="fp32", output_dir=str(tmp_path / "loras"), jobs_dir=str(tmp_path / "jobs"),
+               cache_dir=str(tmp_path / "cache"), name="tiny", seed=1234)
+    cfg.update(extra)
+    return cfg
+
+
+def load_pack():
+    """Import the repo as a package the way ComfyUI loads a custom node folder."""
+    name = "lora_studio_pack"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def tree(path: Path) -> set[str]:
+    """Every file and folder under `path` (relative), for 'nothing was written' checks."""
+    return {str(p.relative_to(path)) for p in path.rglob("*")} if path.exists() else set()

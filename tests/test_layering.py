@@ -1,0 +1,34 @@
+"""trainer/ knows nothing of ComfyUI; the pack imports cleanly where ComfyUI is absent."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+COMFY_MODULES = {"comfy", "comfy_api", "comfy_extras", "folder_paths", "server", "nodes", "execution", "latent_preview"}
+
+
+def test_trainer_imports_no_comfyui_module():
+    offenders = []
+    for f in (REPO / "trainer").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{f.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in COMFY_MODULES]
+    assert offenders == []
+
+
+def test_pack_imports_without_comfyui_and_registers_nothing():
+    code = ("import importlib.util, sys; "
+            f"spec = importlib.util.spec_from_file_location('pack', r'{REPO / '__init__.py'}', "
+            f"submodule_search_locations=[r'{REPO}']); m = importlib.util.module_from_spec(spec); "
+            "sys.modules['pack'] = m; spec.loader.exec_module(m); "
+            "print(len(m.NODE_CLASS_MAPPINGS), 'comfy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", "False"]

@@ -1,0 +1,169 @@
+"""Where dataset files may come from, and which names inside a dataset are safe to follow.
+
+Two rules hold everywhere in `trainer.data`:
+- a dataset folder lies inside an allowed root (`confine`): ComfyUI's input directory for the nodes,
+  the given folder itself headless, plus whatever the server operator lists in LORA_STUDIO_ALLOWED_ROOTS;
+- a name read from inside a dataset (a metadata.jsonl line, a ZIP entry) is a plain relative path
+  (`relative_name`) and, once joined and symlinks resolved, stays inside its dataset (`inside`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from ..errors import DatasetError
+
+log = logging.getLogger("lora_studio.data")
+
+ALLOWED_ROOTS_ENV = "LORA_STUDIO_ALLOWED_ROOTS"
+# Pointing the trainer at "/" or a home folder by mistake must end quickly with an explanation.
+MAX_WALK_FILES = 50_000
+# Caption files and metadata are text; anything bigger is not what it claims to be.
+MAX_CAPTION_BYTES = 64 * 1024
+MAX_METADATA_BYTES = 32 * 1024 * 1024
+
+_WINDOWS_FORBIDDEN = re.compile(r'[<>:"|?*\x00-\x1f]')
+_WINDOWS_DEVICES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
+def env_allowed_roots() -> list[Path]:
+    """The operator's extra roots: LORA_STUDIO_ALLOWED_ROOTS, separated by os.pathsep (':' or ';')."""
+    raw = os.environ.get(ALLOWED_ROOTS_ENV, "")
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def confine(path: str | Path, allowed_roots: list[str | Path] | None) -> Path:
+    """Resolve `path` (symlinks included) and make sure it lies inside one of the allowed roots.
+
+    A relative path means a folder inside the first allowed root. LORA_STUDIO_ALLOWED_ROOTS adds roots.
+    Returns the resolved path; raises DatasetError naming the path, the roots and the fix.
+    """
+    if path is None or not str(path).strip():
+        raise DatasetError("No dataset folder given. Fix: enter the folder that holds the images (or upload a ZIP).")
+    if "\x00" in str(path):
+        raise DatasetError(f"Dataset path {str(path)!r} contains a NUL character. Fix: give a plain folder path.")
+    roots = [Path(r).expanduser() for r in (allowed_roots or []) if str(r).strip()] + env_allowed_roots()
+    if not roots:
+        raise DatasetError(f"No allowed dataset folders are configured, so '{path}' cannot be used. Fix: set "
+                           f"{ALLOWED_ROOTS_ENV} to the folders datasets may come from.")
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        p = roots[0] / p
+    try:
+        resolved = p.resolve()
+        resolved_roots = [r.resolve() for r in roots]
+    except (OSError, RuntimeError) as e:  # RuntimeError: a symlink loop on older Pythons
+        raise DatasetError(f"Dataset path '{path}' cannot be resolved ({e}). Fix: check for symlink loops.") from None
+    for r in resolved_roots:
+        if resolved == r or r in resolved.parents:
+            return resolved
+    shown = ", ".join(str(r) for r in resolved_roots)
+    raise DatasetError(f"Dataset path '{path}' (resolved: {resolved}) is outside the allowed folders ({shown}). "
+                       f"Fix: put the dataset into one of them, or have the server operator add its parent folder "
+                       f"to {ALLOWED_ROOTS_ENV} (several separated by '{os.pathsep}').")
+
+
+def inside(root: Path, candidate: Path) -> bool:
+    """True if `candidate` (symlinks resolved) lies inside `root`."""
+    try:
+        candidate.resolve().relative_to(root.resolve())
+        return True
+    except (ValueError, OSError, RuntimeError):
+        return False
+
+
+def relative_name(name: str) -> PurePosixPath:
+    """Check a name read from a dataset file or a ZIP and return it as a relative POSIX path.
+
+    Backslashes count as separators (ZIPs made on Windows use them). Refused with DatasetError: empty
+    names, absolute paths, drive letters, UNC paths, '..', NUL and other characters Windows forbids
+    (':' would also name an NTFS alternate data stream), and device names such as CON or NUL.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise DatasetError("an empty file name. Fix: name the file relative to the dataset (e.g. \"0001.png\").")
+    unified = name.replace("\\", "/")
+    if unified.startswith("/") or re.match(r"^[A-Za-z]:", unified):
+        raise DatasetError(f"'{name}' is an absolute path, which would point outside the dataset folder. "
+                           "Fix: use a path relative to the dataset (e.g. \"images/0001.png\").")
+    parts = [p for p in unified.split("/") if p not in ("", ".")]
+    if not parts:
+        raise DatasetError(f"'{name}' names no file. Fix: name the file relative to the dataset.")
+    for part in parts:
+        if part == "..":
+            raise DatasetError(f"'{name}' climbs out of the dataset folder with '..'. "
+                               "Fix: use a path relative to the dataset without '..'.")
+        if _WINDOWS_FORBIDDEN.search(part):
+            raise DatasetError(f"'{name}' contains a character that is not allowed in file names "
+                               "(one of < > : \" | ? * or a control character). Fix: rename the file.")
+        if part.split(".")[0].lower() in _WINDOWS_DEVICES or part != part.rstrip(" ."):
+            raise DatasetError(f"'{name}' is a reserved device name or ends in a dot or space. Fix: rename the file.")
+    return PurePosixPath(*parts)
+
+
+def safe_folder_name(name: str) -> str:
+    """A single folder name for an imported dataset: letters, digits, '-', '_', '.', spaces."""
+    if "/" in name or "\\" in name or name.strip() in (".", ".."):
+        raise DatasetError(f"Dataset name '{name}' is not a plain folder name. Fix: use letters, digits, '-' or '_' "
+                           "without slashes.")
+    cleaned = re.sub(r"[^\w.\- ]", "_", name).strip(" .")[:80]
+    if not cleaned:
+        raise DatasetError(f"Dataset name '{name}' has no usable characters. Fix: use letters, digits, '-' or '_'.")
+    return cleaned
+
+
+@dataclass
+class WalkResult:
+    files: list[Path]  # regular files (or symlinks to regular files inside the root), sorted
+    unsafe: list[tuple[Path, str]]  # symlinks leading outside the root: (path, target)
+    unreadable: list[Path]  # folders this process may not list
+
+
+def walk(root: Path, skip_hidden: bool = True) -> WalkResult:
+    """List the files under `root` without following symlinked folders out of it.
+
+    A symlink whose target lies outside `root` is returned in `unsafe`, never in `files`;
+    a folder that cannot be read is returned in `unreadable`. Hidden entries and macOS
+    resource-fork folders (`__MACOSX`) are skipped.
+    """
+    root_resolved = root.resolve()
+    out = WalkResult([], [], [])
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            log.warning("cannot list %s: %s", folder, e)
+            out.unreadable.append(folder)
+            continue
+        for e in entries:
+            if skip_hidden and (e.name.startswith(".") or e.name == "__MACOSX"):
+                continue
+            path = Path(e.path)
+            try:
+                is_link = e.is_symlink()
+                if is_link:
+                    target = path.resolve()
+                    if not (target == root_resolved or root_resolved in target.parents):
+                        out.unsafe.append((path, str(target)))
+                        continue
+                    if target.is_dir():
+                        continue  # a folder linked from inside the dataset: its files are found directly
+                mode = os.stat(path).st_mode
+            except (OSError, RuntimeError) as err:
+                log.warning("cannot inspect %s: %s", path, err)
+                out.unreadable.append(path)
+                continue
+            if stat.S_ISDIR(mode):
+                stack.append(path)
+            elif stat.S_ISREG(mode):
+                out.files.append(path)
+                if len(out.files) > MAX_WALK_FILES:
+                    raise DatasetError(f"'{root}' holds more than {MAX_WALK_FILES} files; this does not look like a "
+                                       "dataset folder. Fix: give the folder that holds the training images only.")
+    out.files.sort()
+    return out
