@@ -194,3 +194,21 @@ def adapter_config(cfg, family: str) -> dict[str, Any]:
                 p[k] = sorted(v)
     return {"format": "kohya (lora_unet_* / lora_te*_*, lora_down/lora_up/alpha)", "base_model_family": family,
             "rank": cfg.rank, "alpha": cfg.alpha, "peft": parts}
+
+
+def save_lora(out_dir: Path, stem: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+              adapter_cfg: dict[str, Any]) -> tuple[Path, Path]:
+    """Write `<stem>.safetensors` (or `<stem>_N` if taken) and its adapter config; never overwrites."""
+    out_dir = Path(out_dir).expanduser()
+    stem = sanitize_name(stem)
+    while True:  # another writer may take the free name between our look and our link: look again
+        path = free_path(out_dir, stem)
+        try:
+            write_safetensors_atomic(path, tensors, metadata, overwrite=False)
+            break
+        except FileExistsError:
+            continue
+    cfg_path = path.with_suffix(".adapter_config.json")
+    write_json_atomic(cfg_path, adapter_cfg, overwrite=True)
+    log.info("wrote %s", path)
+    return path, cfg_path

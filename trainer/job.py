@@ -26,8 +26,8 @@ from .config import TrainConfig
 from .data import Dataset, load_dataset
 from .encode import build_items, square_sizes
 from .errors import LoraStudioError, TrainingCancelled
-from .export import (SAVE_DTYPES, adapter_config, free_path, kohya_state_dict, lora_metadata, sanitize_name,
-                     write_json_atomic, write_safetensors_atomic)
+from .export import (SAVE_DTYPES, adapter_config, kohya_state_dict, lora_metadata, sanitize_name, save_lora,
+                     write_json_atomic)
 from .loop import Callbacks, Trainer, TrainResult
 from .models import BaseModel, load_base_model
 
@@ -41,7 +41,10 @@ class JobResult:
     record: dict[str, Any]
     train: TrainResult | None
     base: BaseModel | None = None  # kept only when the caller asked (keep_model=True)
-    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # kohya-keyed LoRA
+    metadata: dict[str, str] = field(default_factory=dict)  # the file's ss_* / modelspec.* header
+    adapter_config: dict[str, Any] = field(default_factory=dict)
+    family: str = ""
 
 
 def headless_command(record_path: Path | str) -> str:
@@ -130,7 +133,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
     acc = None
     opened = False
     bm = base
-    result: JobResult | None = None
+    done = False
     with contextlib.ExitStack() as stack:
         # ComfyUI runs nodes under inference mode; training needs autograd, and nothing here may
         # change the caller's RNG streams.
@@ -170,16 +173,22 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                 "images_per_second": train.steps * cfg.train_batch_size * cfg.gradient_accumulation_steps
                 * acc.num_processes / max(train.seconds, 1e-9),
             }
-            lora_path, tensors = None, {}
+            result = JobResult(None, record_path, record, train, bm if keep_model else None, family=bm.family)
             if acc.is_main_process:
-                tensors = kohya_state_dict(bm.family, train.unet_lora, train.text_encoder_loras, cfg.alpha,
-                                           SAVE_DTYPES[cfg.save_precision])
+                result.tensors = kohya_state_dict(bm.family, train.unet_lora, train.text_encoder_loras, cfg.alpha,
+                                                  SAVE_DTYPES[cfg.save_precision])
+                result.metadata = lora_metadata(
+                    family=bm.family, cfg=cfg, base_hash=record["base_model"]["sha256"],
+                    dataset_hash=record["dataset"]["sha256"], n_images=len(ds.samples), steps=train.steps,
+                    prediction_type=bm.prediction_type, name=sanitize_name(cfg.name))
+                result.adapter_config = adapter_config(cfg, bm.family)
                 if write_lora:
-                    lora_path = _export(cfg, bm, ds, record, tensors, train)
+                    result.lora_path = record_output(record, *save_lora(
+                        Path(cfg.output_dir), cfg.name, result.tensors, result.metadata, result.adapter_config))
                 record.update(status="finished", finished=datetime.now(timezone.utc).isoformat())
                 write_json_atomic(record_path, record)
             acc.wait_for_everyone()
-            result = JobResult(lora_path, record_path, record, train, bm if keep_model else None, tensors)
+            done = True
             return result
         except TrainingCancelled as e:
             if opened:
@@ -190,30 +199,17 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                 _close_record(acc, record_path, record, "failed", f"{e.__class__.__name__}: {e}")
             raise
         finally:
-            if not keep_model or result is None:
+            if not (keep_model and done):
                 _free(bm if base is None else None)
             if acc is not None:
                 acc.free_memory()
 
 
-def _export(cfg: TrainConfig, bm: BaseModel, ds: Dataset, record: dict, tensors: dict, train: TrainResult) -> Path:
-    out_dir = Path(cfg.output_dir).expanduser()
-    stem = sanitize_name(cfg.name)
-    md = lora_metadata(family=bm.family, cfg=cfg, base_hash=record["base_model"]["sha256"],
-                       dataset_hash=record["dataset"]["sha256"], n_images=len(ds.samples), steps=train.steps,
-                       prediction_type=bm.prediction_type, name=stem)
-    while True:  # another writer may take the free name between our look and our link: look again
-        path = free_path(out_dir, stem)
-        try:
-            write_safetensors_atomic(path, tensors, md, overwrite=False)
-            break
-        except FileExistsError:
-            continue
-    cfg_path = path.with_suffix(".adapter_config.json")
-    write_json_atomic(cfg_path, adapter_config(cfg, bm.family), overwrite=False)
-    record["outputs"] = {"lora": str(path), "adapter_config": str(cfg_path), "lora_sha256": file_sha256(path)}
-    log.info("wrote %s", path)
-    return path
+def record_output(record: dict, lora_path: Path, adapter_cfg_path: Path) -> Path:
+    """Note in the job record where the LoRA went (and its sha256, to tell copies apart)."""
+    record["outputs"] = {"lora": str(lora_path), "adapter_config": str(adapter_cfg_path),
+                         "lora_sha256": file_sha256(lora_path)}
+    return lora_path
 
 
 def _close_record(acc, record_path: Path, record: dict, status: str, message: str) -> None:

@@ -1,11 +1,15 @@
 """Find (image, caption) pairs in a dataset folder.
 
-Layouts understood:
+Layouts understood, also mixed and nested:
 - the guide's: `images/` + `metadata.jsonl` with lines `{"file": "0001.png", "prompt": "..."}`
-- the `imagefolder` convention: `metadata.jsonl` with `file_name` / `text`
-- caption files beside images: `0001.png` + `0001.txt` (or `.caption`)
+- the `imagefolder` convention: `metadata.jsonl` with `file_name` / `text`, in any folder, names
+  relative to that folder
+- caption files beside images: `0001.png` + `0001.txt` (or `0001.caption`)
+- kohya repeat folders: `10_concept/0001.png` trains each of its pictures 10 times per epoch; the
+  captions come from the files, the folder's concept is not a caption
+- an optional negative-prompts file (`negative_prompts.txt`, one prompt per line) for previews
 The trigger token replaces the placeholder (`<my_token>` by default) in every prompt.
-Every path a metadata line names must stay inside the dataset folder.
+Every path stays inside the dataset folder; what cannot be used is reported, not guessed.
 """
 from __future__ import annotations
 
@@ -13,17 +17,27 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DatasetError
-from .images import IMAGE_EXTENSIONS
+from . import findings as F
+from .captions import (CAPTION_EXTENSIONS, NEGATIVE_PROMPT_FILES, NOT_CAPTIONS, apply_trigger, decode_text,
+                       normalize_caption, read_negative_prompts, read_text)
+from .findings import DatasetReport, Finding
+from .images import IMAGE_EXTENSIONS, image_size
+from .quality import file_sha256 as _file_sha256
+from .safety import MAX_METADATA_BYTES, DatasetError as _DE, inside, relative_name, walk  # noqa: F401
 
 log = logging.getLogger("lora_studio.data")
 
-CAPTION_EXTENSIONS = (".txt", ".caption")
 FILE_KEYS = ("file", "file_name", "image")
 PROMPT_KEYS = ("prompt", "text", "caption")
+METADATA_FILE = "metadata.jsonl"
+# kohya: "<repeats>_<concept>". Above this it is more likely a year ("2024_urlaub") than a repeat count.
+REPEAT_FOLDER = re.compile(r"^(\d+)_(.+)$")
+MAX_REPEATS = 100
 
 
 @dataclass
@@ -31,6 +45,8 @@ class Sample:
     path: Path
     caption: str
     repeats: int = 1
+    size: tuple[int, int] | None = None  # (width, height) as shown (EXIF applied); set by check_dataset
+    concept: str = ""  # the kohya folder's concept ("10_fox" -> "fox"): informational, never the caption
 
 
 @dataclass
@@ -38,6 +54,21 @@ class Dataset:
     root: Path
     samples: list[Sample]
     warnings: list[str] = field(default_factory=list)
+    negative_prompts: list[str] = field(default_factory=list)  # the guide's "Prompt-Negativliste"
+    findings: list[Finding] = field(default_factory=list)  # discovery's warnings, as data
+    problems: list[Finding] = field(default_factory=list)  # discovery's blocking findings (unsafe paths)
+
+    @property
+    def negative_prompt(self) -> str:
+        """All negative prompts as one, for a preview pipeline that takes a single string."""
+        return ", ".join(self.negative_prompts)
+
+    def image_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) per sample, from the headers where check_dataset has not measured them yet."""
+        for s in self.samples:
+            if s.size is None:
+                s.size = image_size(s.path)
+        return [s.size for s in self.samples]  # type: ignore[misc]
 
     def content_hash(self) -> str:
         """sha256 over every image's bytes and caption: the job record's dataset identity."""
@@ -50,106 +81,266 @@ class Dataset:
         return h.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def apply_trigger(prompt: str, trigger: str, placeholder: str) -> str:
-    if placeholder and placeholder in prompt:
-        return prompt.replace(placeholder, trigger) if trigger else prompt.replace(placeholder, "").strip()
-    return prompt
-
-
-def inside(root: Path, candidate: Path) -> bool:
-    """True if `candidate` (symlinks resolved) lies inside `root`."""
-    try:
-        candidate.resolve().relative_to(root.resolve())
-        return True
-    except (ValueError, OSError):
-        return False
-
-
-def load_dataset(root: str | Path, trigger_token: str = "", placeholder: str = "<my_token>") -> Dataset:
+def check_root(root: str | Path) -> Path:
+    """The dataset folder exists, is a folder and may be read. Returns it resolved."""
+    raw = str(root) if root is not None else ""
+    if not raw.strip():
+        raise DatasetError("No dataset folder given. Fix: give the folder that holds images/ and metadata.jsonl "
+                           "(or images with .txt captions).")
     root = Path(root).expanduser()
-    if not str(root).strip() or not root.exists():
+    if not root.exists():
         raise DatasetError(f"Dataset folder not found: '{root}'. Fix: give the folder that holds images/ and "
                            "metadata.jsonl (or images with .txt captions).")
     if not root.is_dir():
-        raise DatasetError(f"Dataset path is not a folder: '{root}'. Fix: unpack the ZIP first or give its folder.")
+        hint = "unpack the ZIP first (or use the ZIP import)" if root.suffix.lower() == ".zip" else "give its folder"
+        raise DatasetError(f"Dataset path is not a folder: '{root}'. Fix: {hint}.")
     if not os.access(root, os.R_OK | os.X_OK):
-        raise DatasetError(f"Dataset folder '{root}' cannot be read by this process. Fix: check its permissions.")
-    meta = root / "metadata.jsonl"
-    if not meta.exists() and (root / "images" / "metadata.jsonl").exists():
-        meta = root / "images" / "metadata.jsonl"
-    ds = _from_metadata(root, meta) if meta.exists() else _from_caption_files(root)
+        raise DatasetError(f"Dataset folder '{root}' cannot be read by this process. Fix: check its permissions "
+                           "(the server's user needs read and execute rights on it).")
+    return root.resolve()
+
+
+def load_dataset(root: str | Path, trigger_token: str = "", placeholder: str = "<my_token>") -> Dataset:
+    """Discover without decoding images. Raises DatasetError for unsafe paths or no usable images."""
+    ds = discover(check_root(root))
+    raw_captions = [s.caption for s in ds.samples]
     for s in ds.samples:
         s.caption = apply_trigger(s.caption, trigger_token, placeholder)
+    report = DatasetReport(str(ds.root), list(ds.problems), list(ds.findings))
     if not ds.samples:
-        raise DatasetError(f"No training images found in '{root}'. Fix: put images ({', '.join(IMAGE_EXTENSIONS)}) "
-                           "into images/ with a metadata.jsonl, or beside .txt caption files.")
-    if trigger_token and not any(trigger_token in s.caption for s in ds.samples):
-        ds.warnings.append(f"The trigger token '{trigger_token}' appears in no prompt: write '{placeholder}' "
-                           "where it belongs in metadata.jsonl or the caption files.")
+        report.problems.append(no_images_finding(ds.root))
+    if report.problems:
+        raise F.DatasetCheckError(report)
+    report.warnings += trigger_findings(ds, raw_captions, trigger_token, placeholder)
+    ds.warnings = [str(w) for w in report.warnings]
     for w in ds.warnings:
         log.warning(w)
     return ds
 
 
-def _from_metadata(root: Path, meta: Path) -> Dataset:
-    ds = Dataset(root=root, samples=[])
-    base_dirs = [meta.parent, root / "images", root]
-    with open(meta, "rb") as f:
-        raw_lines = f.read().splitlines()
-    for no, raw in enumerate(raw_lines, 1):
-        if not raw.strip():
-            continue
+def no_images_finding(root: Path) -> Finding:
+    return Finding(F.NO_IMAGES, "", f"no usable training images in '{root}'. Fix: put images "
+                   f"({', '.join(IMAGE_EXTENSIONS)}) into images/ with a metadata.jsonl, or beside .txt caption "
+                   "files; the warnings below say why the files found were skipped.")
+
+
+def trigger_findings(ds: Dataset, raw_captions: list[str], trigger: str, placeholder: str) -> list[Finding]:
+    out = []
+    if trigger:
+        lacking = [s for s in ds.samples if trigger not in s.caption]
+        if lacking and len(lacking) == len(ds.samples):
+            out.append(Finding(F.NO_TRIGGER, "", f"the trigger token '{trigger}' appears in no prompt. Fix: write "
+                               f"'{placeholder}' where the concept belongs in metadata.jsonl or the caption files."))
+        else:
+            out += [Finding(F.NO_TRIGGER, _rel(ds.root, s.path), f"prompt lacks the trigger token '{trigger}'. Fix: "
+                            f"add '{placeholder}' to its prompt, or leave it out on purpose for a regularisation image.")
+                    for s in lacking]
+    elif placeholder and any(placeholder in c for c in raw_captions):
+        out.append(Finding(F.PLACEHOLDER_UNSET, "", f"prompts contain '{placeholder}' but no trigger token is set, so "
+                           "it is removed from them. Fix: set a trigger token (a rare word such as 'sks_fox')."))
+    return out
+
+
+def _rel(root: Path, path: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+class _Discovery:
+    """One pass over a dataset folder; collects samples and findings."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.ds = Dataset(root=root, samples=[])
+        self.covered: set[Path] = set()
+
+    def warn(self, code: str, path: Path | str, message: str) -> None:
+        self.ds.findings.append(Finding(code, _rel(self.root, path) if isinstance(path, Path) else path, message))
+
+    def block(self, code: str, path: Path | str, message: str) -> None:
+        self.ds.problems.append(Finding(code, _rel(self.root, path) if isinstance(path, Path) else path, message))
+
+    def run(self) -> Dataset:
+        w = walk(self.root)
+        for path, target in w.unsafe:
+            self.block(F.UNSAFE_PATH, path, f"is a symlink to '{target}', outside the dataset folder; nothing "
+                       "outside the dataset is read. Fix: copy the file into the dataset instead of linking it.")
+        for path in w.unreadable:
+            self.warn(F.UNREADABLE_FILE, path, "this process may not read it; skipped. Fix: check its permissions.")
+        images = [p for p in w.files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        self.images = self._drop_case_collisions(images)
+        self.by_lower = {p.as_posix().lower(): p for p in self.images}
+        captions = [p for p in w.files if p.suffix.lower() in CAPTION_EXTENSIONS and p.name.lower() not in NOT_CAPTIONS]
+        self.captions: dict[tuple[Path, str], Path] = {}
+        for c in sorted(captions, key=lambda c: (c.suffix.lower() != ".txt", str(c))):  # .txt wins over .caption
+            self.captions.setdefault((c.parent, c.stem.lower()), c)
+        metas = [p for p in w.files if p.name.lower() == METADATA_FILE]
+        for meta in sorted(metas, key=lambda p: (len(p.parts), str(p))):
+            self._read_metadata(meta)
+        self._caption_files(bool(metas))
+        self._orphans()
+        self._negative_prompts([p for p in w.files if p.name.lower() in NEGATIVE_PROMPT_FILES])
+        return self.ds
+
+    def _drop_case_collisions(self, images: list[Path]) -> list[Path]:
+        seen: dict[str, Path] = {}
+        kept = []
+        for p in images:
+            key = p.as_posix().lower()
+            if key in seen:
+                self.warn(F.DUPLICATE_NAME, p, f"differs from '{_rel(self.root, seen[key])}' only in upper/lower case; "
+                          "on Windows and macOS they are one file. Skipped. Fix: rename one of them.")
+                continue
+            seen[key] = p
+            kept.append(p)
+        return kept
+
+    def _repeats(self, path: Path) -> tuple[int, str]:
+        for folder in reversed(path.relative_to(self.root).parts[:-1]):
+            m = REPEAT_FOLDER.match(folder)
+            if m:
+                n = int(m.group(1))
+                if 1 <= n <= MAX_REPEATS:
+                    return n, m.group(2)
+                self.warn(F.BAD_REPEATS, path, f"folder '{folder}' looks like a kohya repeat folder, but {n} repeats "
+                          f"is outside 1–{MAX_REPEATS}; trained once per epoch. Fix: rename it (e.g. '10_{m.group(2)}') "
+                          "if you meant repeats.")
+                return 1, ""
+        return 1, ""
+
+    def _add(self, path: Path, caption: str, where: str) -> None:
+        caption = normalize_caption(caption)
+        if not caption:
+            self.warn(F.EMPTY_CAPTION, path, f"its caption ({where}) is empty; it trains as an unconditioned image. "
+                      "Fix: describe the picture and include the placeholder for the concept.")
+        repeats, concept = self._repeats(path)
+        self.ds.samples.append(Sample(path=path, caption=caption, repeats=repeats, concept=concept))
+        self.covered.add(path)
+
+    # ------------------------------------------------------------ metadata.jsonl
+    def _read_metadata(self, meta: Path) -> None:
+        where = _rel(self.root, meta)
         try:
-            entry = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            ds.warnings.append(f"metadata.jsonl line {no} skipped: not a JSON object in UTF-8 ({e}).")
-            continue
-        if not isinstance(entry, dict):
-            ds.warnings.append(f"metadata.jsonl line {no} skipped: expected an object like "
-                               '{"file": "0001.png", "prompt": "..."}.')
-            continue
-        name = next((entry[k] for k in FILE_KEYS if isinstance(entry.get(k), str)), None)
-        prompt = next((entry[k] for k in PROMPT_KEYS if isinstance(entry.get(k), str)), None)
+            if meta.stat().st_size > MAX_METADATA_BYTES:
+                self.warn(F.BAD_METADATA_LINE, meta, f"is larger than {MAX_METADATA_BYTES >> 20} MiB; ignored. "
+                          "Fix: one short line per image is enough.")
+                return
+            raw_lines = meta.read_bytes().splitlines()
+        except OSError as e:
+            self.warn(F.UNREADABLE_FILE, meta, f"cannot be read ({e.strerror or e}); ignored. Fix: check its permissions.")
+            return
+        for no, raw in enumerate(raw_lines, 1):
+            if raw.strip():
+                self._metadata_line(meta, where, no, raw)
+
+    def _metadata_line(self, meta: Path, where: str, no: int, raw: bytes) -> None:
+        line = f"{where} line {no}"
+        text, enc = decode_text(raw)
+        if enc:
+            self.warn(F.CAPTION_ENCODING, where, f"line {no} is not UTF-8; read as {enc}. Fix: save the file as UTF-8.")
+        try:
+            entry = json.loads(text)
+        except json.JSONDecodeError as e:
+            self.warn(F.BAD_METADATA_LINE, where, f"line {no} is not valid JSON ({e.msg}, column {e.colno}); skipped. "
+                      'Fix: one object per line, e.g. {"file": "0001.png", "prompt": "photo of <my_token>"}.')
+            return
+        name = next((entry[k] for k in FILE_KEYS if isinstance(entry.get(k), str)), None) if isinstance(entry, dict) else None
+        prompt = next((entry[k] for k in PROMPT_KEYS if isinstance(entry.get(k), str)), None) if isinstance(entry, dict) else None
         if name is None or prompt is None:
-            ds.warnings.append(f"metadata.jsonl line {no} skipped: needs \"file\" and \"prompt\" "
-                               "(or \"file_name\" and \"text\").")
-            continue
-        if os.path.isabs(name) or ".." in Path(name).parts:
-            raise DatasetError(f"metadata.jsonl line {no} names '{name}', a path outside the dataset folder. "
-                               "Fix: use file names relative to images/ (e.g. \"0001.png\").")
-        path = next((d / name for d in base_dirs if (d / name).is_file()), None)
-        if path is None:
-            ds.warnings.append(f"metadata.jsonl line {no}: image '{name}' not found; skipped.")
-            continue
-        if not inside(root, path):
-            raise DatasetError(f"metadata.jsonl line {no}: '{name}' resolves outside the dataset folder "
-                               "(a symlink?). Fix: copy the image into the dataset instead of linking it.")
-        ds.samples.append(Sample(path=path, caption=prompt.strip()))
-    return ds
-
-
-def _from_caption_files(root: Path) -> Dataset:
-    ds = Dataset(root=root, samples=[])
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()):
-        if not inside(root, path):
-            ds.warnings.append(f"{path.name} skipped: it links outside the dataset folder.")
-            continue
-        cap = next((path.with_suffix(e) for e in CAPTION_EXTENSIONS if path.with_suffix(e).is_file()), None)
-        if cap is None:
-            ds.warnings.append(f"{path.relative_to(root)} has no caption file ({path.stem}.txt); skipped.")
-            continue
+            self.warn(F.BAD_METADATA_LINE, where, f"line {no} skipped: it needs \"file\" and \"prompt\" (or \"file_name\" "
+                      'and "text") as strings, e.g. {"file": "0001.png", "prompt": "photo of <my_token>"}.')
+            return
         try:
-            text = cap.read_bytes().decode("utf-8")
-        except UnicodeDecodeError:
-            text = cap.read_bytes().decode("latin-1")
-            ds.warnings.append(f"{cap.name} is not UTF-8; read as Latin-1. Fix: save captions as UTF-8.")
-        ds.samples.append(Sample(path=path, caption=" ".join(text.split())))
-    return ds
+            rel = relative_name(name)
+        except DatasetError as e:
+            self.block(F.UNSAFE_PATH, where, f"line {no}: {e}")
+            return
+        path = self._find(meta.parent, rel, line, name)
+        if path is None:
+            return
+        if path in self.covered:
+            self.warn(F.DUPLICATE_NAME, where, f"line {no} names '{name}' again; the first line is used. "
+                      "Fix: one line per image (copy the file if it should train more often).")
+            return
+        self._add(path, prompt, line)
+
+    def _find(self, base: Path, rel, line: str, name: str) -> Path | None:
+        for cand in (base / rel, base / "images" / rel):
+            if cand.is_symlink() or cand.exists():
+                if not inside(self.root, cand):
+                    self.block(F.UNSAFE_PATH, _rel(self.root, cand), f"{line} names it, and it resolves outside the "
+                               "dataset folder. Fix: copy the image into the dataset instead of linking it.")
+                    return None
+                if cand.is_file():
+                    if cand.suffix.lower() not in IMAGE_EXTENSIONS:
+                        self.warn(F.UNSUPPORTED_FILE, cand, f"{line} names it, but only {', '.join(IMAGE_EXTENSIONS)} "
+                                  "are used; skipped. Fix: convert it to PNG or JPEG.")
+                        return None
+                    return cand
+        for cand in (base / rel, base / "images" / rel):
+            match = self.by_lower.get(cand.as_posix().lower())
+            if match is not None:
+                self.warn(F.NAME_CASE_MISMATCH, match, f"{line} names it '{name}' (different upper/lower case); used. "
+                          "Fix: write the name exactly as the file is called, or it breaks on Linux servers.")
+                return match
+        self.warn(F.MISSING_IMAGE, line, f"names '{name}', which is not in the dataset; skipped. "
+                  "Fix: add the image or remove the line.")
+        return None
+
+    # ------------------------------------------------------------ caption files
+    def _caption_files(self, has_metadata: bool) -> None:
+        stems: dict[tuple[Path, str], list[Path]] = {}
+        for img in self.images:
+            stems.setdefault((img.parent, img.stem.lower()), []).append(img)
+        for img in self.images:
+            if img in self.covered:
+                continue
+            cap = self.captions.get((img.parent, img.stem.lower()))
+            if cap is None:
+                listed = " is listed in no metadata.jsonl line and" if has_metadata else ""
+                self.warn(F.MISSING_CAPTION, img, f"{listed} has no caption file; skipped. Fix: add {img.stem}.txt beside "
+                          "it with a description that contains the placeholder.".lstrip())
+                continue
+            twins = stems[(img.parent, img.stem.lower())]
+            if len(twins) > 1:
+                self.warn(F.DUPLICATE_NAME, img, f"shares the caption file {cap.name} with "
+                          f"{', '.join(t.name for t in twins if t != img)}. Fix: give each image its own name.")
+            try:
+                text, enc, truncated = read_text(cap)
+            except OSError as e:
+                self.warn(F.UNREADABLE_FILE, cap, f"cannot be read ({e.strerror or e}); its image is skipped. "
+                          "Fix: check its permissions.")
+                continue
+            if enc:
+                self.warn(F.CAPTION_ENCODING, cap, f"is not UTF-8; read as {enc}. Fix: save captions as UTF-8.")
+            if truncated:
+                self.warn(F.CAPTION_TOO_LONG, cap, "is longer than a caption can be; only its start is used. "
+                          "Fix: keep captions to a sentence or a tag list.")
+            self._add(img, text, cap.name)
+
+    def _orphans(self) -> None:
+        image_keys = {(p.parent, p.stem.lower()) for p in self.images}
+        for key, cap in sorted(self.captions.items(), key=lambda kv: str(kv[1])):
+            if key not in image_keys:
+                self.warn(F.ORPHAN_CAPTION, cap, "is a caption file without an image of the same name; ignored. "
+                          "Fix: add the image, fix the name, or delete the caption.")
+
+    def _negative_prompts(self, files: list[Path]) -> None:
+        if not files:
+            return
+        path = min(files, key=lambda p: (len(p.parts), str(p)))  # the one nearest the dataset root
+        try:
+            self.ds.negative_prompts, enc = read_negative_prompts(path)
+        except OSError as e:
+            self.warn(F.UNREADABLE_FILE, path, f"cannot be read ({e.strerror or e}); no negative prompts are used. "
+                      "Fix: check its permissions.")
+            return
+        if enc:
+            self.warn(F.CAPTION_ENCODING, path, f"is not UTF-8; read as {enc}. Fix: save it as UTF-8.")
+
+
+def discover(root: Path) -> Dataset:
+    """Walk an already checked dataset folder; per-file trouble becomes findings, never an exception."""
+    return _Discovery(root).run()

@@ -1,0 +1,92 @@
+"""LoadDataset: a folder or ZIP from ComfyUI's input directory → a checked dataset and its report."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from ..trainer import DatasetError
+from ..trainer.data import load_dataset
+from ..trainer.data.discover import inside
+from .comfy_bridge import CATEGORY, DATASET_TYPE, allowed_roots, input_dir
+
+
+def dataset_choices() -> list[str]:
+    """Sub-folders and .zip files of the input directory (one level deep), as names relative to it."""
+    root = input_dir()
+    if not root.is_dir():
+        return []
+    out = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir() or p.suffix.lower() == ".zip":
+            out.append(p.name)
+    return out
+
+
+def resolve_dataset(name: str) -> Path:
+    """The dataset's folder, confined to the allowed roots; a ZIP is imported once next to itself."""
+    path = Path(name) if Path(name).is_absolute() else input_dir() / name
+    roots = allowed_roots()
+    if not any(inside(r, path) for r in roots):
+        raise DatasetError(f"'{name}' lies outside ComfyUI's input folder. Fix: put the dataset into "
+                           f"{roots[0]} (or ask the server operator to add its folder to LORA_STUDIO_ALLOWED_ROOTS).")
+    if path.suffix.lower() == ".zip" and path.is_file():
+        return _import_zip_once(path)
+    return path
+
+
+def _import_zip_once(zip_path: Path) -> Path:
+    from ..trainer.data import import_zip  # added with the dataset hardening (ZIP checks, limits)
+
+    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()[:10]
+    target = zip_path.with_name(f"{zip_path.stem}-{digest}")
+    if target.is_dir():  # the same ZIP was imported before: reuse it rather than unpack again
+        return target
+    return import_zip(zip_path, zip_path.parent, name=target.name)
+
+
+class LoadDataset:
+    DESCRIPTION = ("Loads training pictures from a folder or ZIP in ComfyUI's input directory: images/ + "
+                   "metadata.jsonl (the AI4ArtsEd layout), or images with .txt captions. Checks them and shows a "
+                   "report; problems that would spoil training stop here, before any model loads.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (DATASET_TYPE, "STRING")
+    RETURN_NAMES = ("dataset", "report")
+    OUTPUT_TOOLTIPS = ("The checked dataset, for Train LoRA.", "The quality report as text.")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "dataset": (dataset_choices(), {"tooltip": "A folder or .zip inside ComfyUI's input directory. "
+                                                "Upload a ZIP (images + metadata.jsonl) or copy a folder there, then "
+                                                "press R to refresh this list."}),
+                "trigger_token": ("STRING", {"default": "", "tooltip": "The word that will call up your concept, "
+                                             "e.g. 'wcfox'. Replaces the placeholder in every prompt. Avoid "
+                                             "special characters."}),
+            },
+            "optional": {
+                "placeholder": ("STRING", {"default": "<my_token>", "tooltip": "The text in your prompts that the "
+                                           "trigger token replaces (the guide writes <my_token>)."}),
+            },
+        }
+
+    def load(self, dataset: str, trigger_token: str, placeholder: str = "<my_token>"):
+        root = resolve_dataset(dataset)
+        ds, report = _checked(root, trigger_token.strip(), placeholder)
+        return ({"root": str(root), "trigger_token": trigger_token.strip(), "placeholder": placeholder,
+                 "dataset": ds, "report": report}, report)
+
+
+def _checked(root: Path, trigger: str, placeholder: str):
+    try:
+        from ..trainer.data import check_dataset
+    except ImportError:  # before the quality report existed: discovery warnings only
+        ds = load_dataset(root, trigger, placeholder)
+        lines = [f"{len(ds.samples)} images in {root.name}"] + [f"warning: {w}" for w in ds.warnings]
+        return ds, "\n".join(lines)
+    ds, rep = check_dataset(root, resolution=512, trigger_token=trigger, placeholder=placeholder,
+                            allowed_roots=allowed_roots())
+    return ds, rep.to_text()

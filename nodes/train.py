@@ -1,0 +1,87 @@
+"""TrainLoRA: runs the trainer in ComfyUI's process, with progress, loss points and Cancel."""
+from __future__ import annotations
+
+import logging
+
+from ..trainer import TrainConfig, TrainingCancelled
+from ..trainer.job import run_job
+from ..trainer.loop import Callbacks
+from .comfy_bridge import (CATEGORY, CONFIG_TYPE, DATASET_TYPE, LORA_TYPE, NodeReporter, free_comfy_memory,
+                           interrupt_exception, interrupted, studio_dir, tokenizer_dir)
+
+log = logging.getLogger("lora_studio.nodes")
+
+
+def apply_lora(model, clip, tensors: dict, strength: float = 1.0):
+    """Patch ComfyUI's MODEL/CLIP with the fresh LoRA the way the stock Load LoRA node does."""
+    import comfy.sd
+
+    return comfy.sd.load_lora_for_models(model, clip, tensors, strength, strength)
+
+
+class TrainLoRA:
+    DESCRIPTION = ("Trains the LoRA here, in ComfyUI. ComfyUI's loaded models are unloaded first to free the "
+                   "GPU. Progress, loss and ETA show on the node; Cancel stops within one step and writes no LoRA. "
+                   "Connect MODEL/CLIP to get them back with the new LoRA applied, to sample with it at once.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (LORA_TYPE, "MODEL", "CLIP", "STRING")
+    RETURN_NAMES = ("lora", "model", "clip", "summary")
+    OUTPUT_TOOLTIPS = ("The trained LoRA: connect Save LoRA to models/loras.",
+                       "The input MODEL with the LoRA applied (strength 1.0); empty if no MODEL was connected.",
+                       "The input CLIP with the LoRA applied; empty if no CLIP was connected.",
+                       "What happened: steps, loss before and after, time, the job record's path.")
+    FUNCTION = "train"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "dataset": (DATASET_TYPE, {"tooltip": "From Load Dataset (LoRA Studio)."}),
+                "config": (CONFIG_TYPE, {"tooltip": "From Configure LoRA (LoRA Studio)."}),
+            },
+            "optional": {
+                "model": ("MODEL", {"tooltip": "Optional: the same checkpoint's MODEL, returned with the LoRA applied."}),
+                "clip": ("CLIP", {"tooltip": "Optional: the same checkpoint's CLIP, returned with the LoRA applied."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def train(self, dataset: dict, config: dict, model=None, clip=None, unique_id=None):
+        data = dict(config, dataset=dataset["root"], trigger_token=dataset["trigger_token"],
+                    placeholder=dataset["placeholder"], jobs_dir=str(studio_dir("jobs")),
+                    cache_dir=str(studio_dir("cache")))
+        if not data.get("tokenizer_dir"):
+            data["tokenizer_dir"] = tokenizer_dir()
+        cfg = TrainConfig.from_dict(data).validate()
+        reporter = NodeReporter(unique_id, cfg.max_train_steps)
+        free_comfy_memory()
+        interrupt = interrupt_exception()
+
+        def on_step(info):
+            try:
+                reporter.step(info)
+            except BaseException as e:  # ComfyUI's progress hook raises its own exception on Cancel
+                if interrupt is not None and isinstance(e, interrupt):
+                    raise TrainingCancelled(info.step) from None
+                raise
+
+        callbacks = Callbacks(on_step=on_step, should_stop=interrupted, on_message=reporter.text)
+        try:
+            result = run_job(cfg, callbacks, dataset=dataset.get("dataset"), write_lora=False)
+        except TrainingCancelled as e:
+            reporter.text(str(e))
+            if interrupt is not None:
+                raise interrupt() from None  # ComfyUI shows "interrupted" and goes on with the queue
+            raise
+        finally:
+            free_comfy_memory()
+        m = result.record["metrics"]
+        summary = (f"{cfg.name}: {m['steps']} steps in {m['train_seconds']:.0f}s; held-out loss "
+                   f"{m['eval_loss_before']:.4f} -> {m['eval_loss_after']:.4f}. Job record: {result.record_path}")
+        reporter.text(summary)
+        lora = {"tensors": result.tensors, "metadata": result.metadata, "adapter_config": result.adapter_config,
+                "record": result.record, "record_path": str(result.record_path), "name": cfg.name,
+                "family": result.family}
+        out_model, out_clip = (apply_lora(model, clip, result.tensors) if (model is not None or clip is not None)
+                               else (None, None))
+        return (lora, out_model, out_clip, summary)

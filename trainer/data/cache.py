@@ -1,0 +1,96 @@
+"""A latent cache keyed by content, so a rerun skips the VAE for every picture it has seen.
+
+The key covers everything the latent depends on: the image's bytes (not its name or date: a renamed
+file still hits, an edited one misses), the training size, the crop mode, the flip, and the VAE
+(`vae_id`: the base model's sha256). Entries are safetensors files written atomically (temp file +
+os.replace), so a crash or a parallel run never leaves a half-written latent that a later run trusts.
+A corrupt or unreadable entry counts as a miss and is replaced.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .quality import file_sha256
+
+log = logging.getLogger("lora_studio.data.cache")
+
+CACHE_FORMAT = "lora-studio-latent-v1"  # part of every key: a change in encoding invalidates old entries
+_KEY = re.compile(r"^[0-9a-f]{64}$")
+
+
+class LatentCache:
+    """Content-keyed latent store under `root`. `hits` / `misses` count `get` calls since creation."""
+
+    def __init__(self, root: Path | str, vae_id: str):
+        if not vae_id:
+            raise ValueError("LatentCache needs a vae_id (the base model's sha256) so latents of one VAE "
+                             "are never served for another")
+        self.root = Path(root).expanduser()
+        self.vae_id = str(vae_id)
+        self.hits = 0
+        self.misses = 0
+        self.write_errors = 0
+
+    def key(self, image_path: Path | str, w: int, h: int, center_crop: bool, flip: bool) -> str:
+        parts = [CACHE_FORMAT, file_sha256(Path(image_path)), f"{int(w)}x{int(h)}",
+                 f"crop={'center' if center_crop else 'topleft'}", f"flip={bool(flip)}", f"vae={self.vae_id}"]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        if not _KEY.match(key):  # keys come from key(); anything else must not become a path
+            raise ValueError(f"not a latent cache key: {key!r}")
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def get(self, key: str) -> torch.Tensor | None:
+        path = self._path(key)
+        if not path.is_file():
+            self.misses += 1
+            return None
+        try:
+            from safetensors.torch import load_file
+
+            tensor = load_file(str(path))["latent"]
+        except Exception as e:  # truncated by a full disk, written by something else: re-encode
+            log.warning("latent cache entry %s unreadable (%s); encoding again", path.name, e)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            self.misses += 1
+            return None
+        self.hits += 1
+        return tensor
+
+    def put(self, key: str, tensor: torch.Tensor) -> None:
+        """Store atomically. A failed write (disk full, read-only) costs speed next time, not this run."""
+        from safetensors.torch import save_file
+
+        path = self._path(key)
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            save_file({"latent": tensor.detach().to("cpu").contiguous()}, tmp,
+                      metadata={"format": CACHE_FORMAT, "vae_id": self.vae_id})
+            os.replace(tmp, path)
+            tmp = None
+        except Exception as e:  # OSError mostly; safetensors raises its own types too
+            self.write_errors += 1
+            log.warning("latent cache: could not write %s (%s); training goes on without caching it", path, e)
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "write_errors": self.write_errors}
+
+    def __repr__(self) -> str:
+        return f"LatentCache({str(self.root)!r}, hits={self.hits}, misses={self.misses})"
