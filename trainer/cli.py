@@ -41,6 +41,11 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
                       ("output_dir", "output_dir"), ("jobs_dir", "jobs_dir"), ("name", "name")):
         if getattr(args, flag, None):
             overrides[key] = getattr(args, flag)
+    if not args.demo and not args.job and not overrides.get("base_model"):
+        print("No --base-model given: using the built-in TINY RANDOM DEMO model. It checks the set-up end to end; "
+              "its LoRA is not usable for pictures. Name a checkpoint (--base-model path/to/sd15.safetensors) "
+              "for a real LoRA.", flush=True)
+        args.demo = True
     if args.demo:
         from .models import build_tiny_model
 
