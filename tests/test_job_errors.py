@@ -27,7 +27,7 @@ def test_missing_dataset(tmp_path, tiny_sd15):
 
 def test_empty_dataset(tmp_path, tiny_sd15):
     (tmp_path / "empty" / "images").mkdir(parents=True)
-    _run_expecting(tmp_path, DatasetError, "No training images", **tiny_overrides(tmp_path, tiny_sd15, tmp_path / "empty"))
+    _run_expecting(tmp_path, DatasetError, "(?i)no (usable )?training images", **tiny_overrides(tmp_path, tiny_sd15, tmp_path / "empty"))
 
 
 def test_unsupported_checkpoint(tmp_path, sample_dataset):
