@@ -72,13 +72,12 @@ def refresh_lora_list() -> None:
 
 
 def tokenizer_dir() -> str:
-    try:
-        import comfy
-
-        d = Path(comfy.__file__).parent / "sd1_tokenizer"
-        return str(d) if (d / "vocab.json").is_file() else ""
-    except ImportError:
+    """ComfyUI bundles the SD CLIP BPE files; single-file checkpoints carry none."""
+    fp = folder_paths()
+    if fp is None:
         return ""
+    d = Path(fp.__file__).resolve().parent / "comfy" / "sd1_tokenizer"  # `comfy` is a namespace package
+    return str(d) if (d / "vocab.json").is_file() else ""
 
 
 def free_comfy_memory() -> None:
