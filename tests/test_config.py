@@ -52,6 +52,12 @@ BAD = [
     ("resolution", 512.5, "integer"), ("learning_rate", float("nan"), "number"),
     ("train_text_encoder", "yes", "true or false"), ("gradient_checkpointing", 1, "true or false"),
     ("dataset", 5, "text"), ("trigger_token", None, "text"),
+    ("preview_every", -1, "quarter"), ("preview_seed", -3, "whole number"), ("preview_sampling_steps", 0, "20–30"),
+    ("preview_guidance", 0.5, "7.5"), ("num_class_images", 0, "50–200"), ("class_sampling_steps", 0, "25"),
+    ("class_seed", -1, "whole number"), ("prior_loss_weight", -1, "1.0"), ("preview_prompts", "a cat", "JSON list"),
+    ("safety_negative_terms", [1], "JSON list"), ("bias_check_prompts", None, "JSON list"),
+    ("report_to", ["mlflow"], "tensorboard"), ("negative_prompt", 3, "text"), ("class_prompt", 3, "text"),
+    ("class_data_dir", 3, "text"), ("resume_from", 3, "text"), ("with_prior_preservation", "y", "true or false"),
 ]
 
 
@@ -71,6 +77,12 @@ def test_every_field_is_covered_by_validation_tests():
                  "output_dir", "jobs_dir", "cache_dir", "center_crop", "random_flip", "train_text_encoder",
                  "gradient_checkpointing", "test_mode"}
     assert set(field_names()) - validated - free_text == set()
+
+
+def test_prior_preservation_needs_a_class_prompt():
+    with pytest.raises(ConfigError, match="class_prompt"):
+        TrainConfig(with_prior_preservation=True).validate()
+    TrainConfig(with_prior_preservation=True, class_prompt="a photo of a fox").validate()
 
 
 def test_guide_scheduler_list_exactly():

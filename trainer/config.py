@@ -27,6 +27,10 @@ UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.n
 TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
 RESOLUTION_MIN, RESOLUTION_MAX = 256, 1536
+# The guide's SAFETY_NEGATIVE_TERMS (server/config.py): always appended to preview negatives. An operator
+# replaces the list per config or for the whole server via LORA_STUDIO_SAFETY_NEGATIVE_TERMS (comma-separated).
+SAFETY_NEGATIVE_TERMS = ("nsfw", "nudity", "violence", "gore", "blood", "weapon", "hate symbol", "drugs")
+REPORTERS = ("tensorboard", "wandb")
 # Below the guide's floor only for smoke tests with tiny models: the result is no usable LoRA.
 TEST_RESOLUTION_MIN = 32
 
@@ -86,9 +90,32 @@ class TrainConfig:
 
     save_precision: str = "fp16"  # dtype of the saved LoRA: fp16 (half the size), bf16 or fp32
 
+    # --- previews (the guide's --validation_prompt) and the bias check
+    preview_prompts: list[str] = field(default_factory=list)  # empty = one prompt from the dataset's captions
+    preview_every: int = 0  # steps between previews; 0 = only at the end
+    preview_seed: int = 1234
+    preview_sampling_steps: int = 20
+    preview_guidance: float = 7.5
+    negative_prompt: str = ""  # added to every preview, before the safety terms
+    safety_negative_terms: list[str] = field(default_factory=lambda: list(SAFETY_NEGATIVE_TERMS))
+    bias_check_prompts: list[str] = field(default_factory=list)  # varied prompts rendered as a grid at the end
+
+    # --- DreamBooth-style prior preservation
+    with_prior_preservation: bool = False
+    class_prompt: str = ""  # e.g. "portrait of a person"
+    class_data_dir: str = ""  # your class images; empty = generate them once with the base model
+    num_class_images: int = 50
+    class_sampling_steps: int = 25
+    class_seed: int = 0
+    prior_loss_weight: float = 1.0
+
+    # --- experiment logging
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # tensorboard, wandb; [] = none
+
     # --- run control
     checkpointing_steps: int = 500
     checkpoints_total_limit: int = 3
+    resume_from: str = ""  # a checkpoint folder, or "latest" (the newest of this job's name)
     test_mode: bool = False  # allow 32–255 px for pipeline smoke tests with tiny models
 
     # ------------------------------------------------------------------ validation
@@ -151,6 +178,23 @@ class TrainConfig:
                 need(False, f.name, "true or false", "write true or false without quotes")
             elif f.type == "str" and not isinstance(v, str):
                 need(False, f.name, "text", "put the value in quotes")
+        num("preview_every", 0, 1_000_000, "use 0 (only at the end) or e.g. a quarter of max_train_steps", integer=True)
+        num("preview_seed", 0, 2**32 - 1, "use any whole number", integer=True)
+        num("preview_sampling_steps", 1, 150, "use 20–30", integer=True)
+        num("preview_guidance", 1.0, 30.0, "use 7.5 (SD 1.5) or 5–7 (SDXL)")
+        num("num_class_images", 1, 10_000, "use 50–200 (about 100 × the instance images is common)", integer=True)
+        num("class_sampling_steps", 1, 150, "use 25", integer=True)
+        num("class_seed", 0, 2**32 - 1, "use any whole number", integer=True)
+        num("prior_loss_weight", 0.0, 10.0, "use 1.0")
+        if self.with_prior_preservation is True and not (self.class_prompt or "").strip():
+            need(False, "class_prompt", "a prompt when with_prior_preservation is on",
+                 "describe the class, e.g. 'portrait of a person', or turn prior preservation off")
+        for name in ("preview_prompts", "safety_negative_terms", "bias_check_prompts"):
+            v = getattr(self, name)
+            need(isinstance(v, list) and all(isinstance(x, str) for x in v), name, "a list of texts",
+                 'write a JSON list such as ["portrait of sks", "sks at the beach"]')
+        need(isinstance(self.report_to, list) and all(r in REPORTERS for r in self.report_to), "report_to",
+             "a list of " + ", ".join(REPORTERS) + " (or [] for none)", 'use ["tensorboard"]')
         for name, allowed in (("unet_target_modules", UNET_TARGETS), ("text_encoder_target_modules", TEXT_ENCODER_TARGETS)):
             v = getattr(self, name)
             ok = isinstance(v, list) and len(v) > 0 and all(m in allowed for m in v)
