@@ -52,7 +52,7 @@ BAD = [
     ("resolution", 512.5, "integer"), ("learning_rate", float("nan"), "number"),
     ("train_text_encoder", "yes", "true or false"), ("gradient_checkpointing", 1, "true or false"),
     ("dataset", 5, "text"), ("trigger_token", None, "text"),
-    ("preview_every", -1, "quarter"), ("preview_seed", -3, "whole number"), ("preview_sampling_steps", 0, "20–30"),
+    ("preview_every", -2, "quarter"), ("preview_seed", -3, "whole number"), ("preview_sampling_steps", 0, "20–30"),
     ("preview_guidance", 0.5, "7.5"), ("num_class_images", 0, "50–200"), ("class_sampling_steps", 0, "25"),
     ("class_seed", -1, "whole number"), ("prior_loss_weight", -1, "1.0"), ("preview_prompts", "a cat", "JSON list"),
     ("safety_negative_terms", [1], "JSON list"), ("bias_check_prompts", None, "JSON list"),

@@ -92,7 +92,7 @@ class TrainConfig:
 
     # --- previews (the guide's --validation_prompt) and the bias check
     preview_prompts: list[str] = field(default_factory=list)  # empty = one prompt from the dataset's captions
-    preview_every: int = 0  # steps between previews; 0 = only at the end
+    preview_every: int = 0  # steps between previews; 0 = only at the end; -1 = no previews
     preview_seed: int = 1234
     preview_sampling_steps: int = 20
     preview_guidance: float = 7.5
@@ -178,7 +178,8 @@ class TrainConfig:
                 need(False, f.name, "true or false", "write true or false without quotes")
             elif f.type == "str" and not isinstance(v, str):
                 need(False, f.name, "text", "put the value in quotes")
-        num("preview_every", 0, 1_000_000, "use 0 (only at the end) or e.g. a quarter of max_train_steps", integer=True)
+        num("preview_every", -1, 1_000_000, "use 0 (only at the end), -1 (none) or e.g. a quarter of max_train_steps",
+            integer=True)
         num("preview_seed", 0, 2**32 - 1, "use any whole number", integer=True)
         num("preview_sampling_steps", 1, 150, "use 20–30", integer=True)
         num("preview_guidance", 1.0, 30.0, "use 7.5 (SD 1.5) or 5–7 (SDXL)")

@@ -35,9 +35,11 @@ _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f
 def sanitize_name(name: str) -> str:
     """A file-name stem that is safe everywhere: no separators, no '..', no reserved device names."""
     stem = re.sub(r"\.safetensors$", "", str(name).strip(), flags=re.I)
-    stem = re.sub(r"[^\w\-. ]+", "_", stem, flags=re.UNICODE).strip(" .")
+    parts = [p for p in re.split(r"[\\/]+", stem) if p not in ("", ".", "..")]  # path pieces become words
+    stem = "_".join(parts)
+    stem = re.sub(r"[^\w\-. ]+", "_", stem, flags=re.UNICODE)
     stem = re.sub(r"\.{2,}", ".", stem)
-    stem = re.sub(r"\s+", "_", stem)[:100]
+    stem = re.sub(r"\s+", "_", stem).strip(" ._")[:100]
     if not stem or stem.lower().split(".")[0] in _RESERVED:
         stem = f"lora_{stem}" if stem else "lora"
     return stem

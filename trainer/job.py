@@ -28,6 +28,7 @@ from .encode import build_items, square_sizes
 from .errors import LoraStudioError, TrainingCancelled
 from .export import (SAVE_DTYPES, adapter_config, kohya_state_dict, lora_metadata, sanitize_name, save_lora,
                      write_json_atomic)
+from . import checkpoint
 from .loop import Callbacks, Trainer, TrainResult
 from .models import BaseModel, load_base_model
 
@@ -126,7 +127,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
     record_path = jobs_dir / f"{job_id}.json"
     record: dict[str, Any] = {
         "id": job_id, "status": "running", "created": datetime.now(timezone.utc).isoformat(),
-        "config": cfg.to_dict(), "command": headless_command(record_path),
+        "config": cfg.to_dict(), "command": headless_command(record_path), "folder": str(jobs_dir / job_id),
         "dataset": {"path": str(ds.root), "images": len(ds.samples), "warnings": ds.warnings},
         "environment": _versions(),
     }
@@ -149,30 +150,24 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
             record["base_model"] = {"path": str(bm.source), "family": bm.family, "prediction_type": bm.prediction_type,
                                     "sha256": file_sha256(bm.source, resolve_cache_dir(cfg))}
             record["dataset"]["sha256"] = ds.content_hash()
-            cb.message(f"encoding {len(ds.samples)} images once")
-            cache_text = not cfg.train_text_encoder
-            for te in bm.text_encoders:
-                te.to(acc.device)
-            items = build_items(bm, ds, square_sizes(len(ds.samples), cfg.resolution), acc.device, cache_text,
-                                cfg.center_crop, cfg.random_flip, latent_cache=latent_cache)
-            bm.vae.to("cpu")  # not needed until previews; frees device memory for the UNet
-            if cache_text:
-                for te in bm.text_encoders:
-                    te.to("cpu")
-            trainer = Trainer(cfg, bm, items, acc, cb)
+            fp = checkpoint.fingerprint(cfg, record["base_model"]["sha256"], record["dataset"]["sha256"])
+            resume = checkpoint.resolve_resume(cfg, fp)
+            items, prior_items = _encode(cfg, bm, ds, acc, cb, latent_cache, record)
+            job_dir = jobs_dir / job_id
+            trainer = Trainer(cfg, bm, items, acc, cb, prior_items=prior_items,
+                              checkpointer=_checkpointer(cfg, acc, fp, job_id, lambda: trainer),
+                              previewer=_previewer(cfg, bm, ds, acc, cb, job_dir, lambda: trainer)
+                              if cfg.preview_every >= 0 else None)
+            if resume is not None:
+                trainer.restore(*checkpoint.load(resume), meta=resume.state, step=resume.step)
+                record["resumed_from"] = str(resume.path)
+                cb.message(f"resuming from {resume.path.name} (step {resume.step} of {cfg.max_train_steps})")
             # The record appears once the inputs are known good: a bad dataset or model writes nothing.
             if acc.is_main_process:
                 write_json_atomic(record_path, record)
             opened = True
             train = trainer.run()
-            record["metrics"] = {
-                "losses": train.losses, "learning_rates": train.lrs, "steps": train.steps,
-                "eval_loss_before": train.eval_loss_before, "eval_loss_after": train.eval_loss_after,
-                "train_seconds": train.seconds, "total_seconds": time.perf_counter() - t_start,
-                "time_to_first_step_s": (time.perf_counter() - t_start) - train.seconds + train.first_step_s,
-                "images_per_second": train.steps * cfg.train_batch_size * cfg.gradient_accumulation_steps
-                * acc.num_processes / max(train.seconds, 1e-9),
-            }
+            record["metrics"] = _metrics(cfg, acc, train, t_start)
             result = JobResult(None, record_path, record, train, bm if keep_model else None, family=bm.family)
             if acc.is_main_process:
                 result.tensors = kohya_state_dict(bm.family, train.unet_lora, train.text_encoder_loras, cfg.alpha,
@@ -187,6 +182,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                         Path(cfg.output_dir), cfg.name, result.tensors, result.metadata, result.adapter_config))
                 record.update(status="finished", finished=datetime.now(timezone.utc).isoformat())
                 write_json_atomic(record_path, record)
+                checkpoint.mark_finished(cfg, job_id)
             acc.wait_for_everyone()
             done = True
             return result
@@ -203,6 +199,84 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                 _free(bm if base is None else None)
             if acc is not None:
                 acc.free_memory()
+
+
+def _encode(cfg: TrainConfig, bm: BaseModel, ds: Dataset, acc, cb: Callbacks, latent_cache, record: dict):
+    """Latents (and frozen text embeddings) once per run; class images too with prior preservation."""
+    cb.message(f"encoding {len(ds.samples)} images once")
+    cache_text = not cfg.train_text_encoder
+    for te in bm.text_encoders:
+        te.to(acc.device)
+    items = build_items(bm, ds, square_sizes(len(ds.samples), cfg.resolution), acc.device, cache_text,
+                        cfg.center_crop, cfg.random_flip, latent_cache=latent_cache)
+    prior_items = None
+    if cfg.with_prior_preservation:
+        from .prior import class_images
+
+        samples = class_images(cfg, bm, acc.device, resolve_cache_dir(cfg) / "class_images",
+                               model_id=record["base_model"]["sha256"])
+        class_ds = Dataset(root=samples[0].path.parent, samples=samples)
+        prior_items = build_items(bm, class_ds, square_sizes(len(samples), cfg.resolution), acc.device, cache_text,
+                                  cfg.center_crop, False, latent_cache=latent_cache)
+        record["prior"] = {"class_prompt": cfg.class_prompt, "class_images": len(samples),
+                           "folder": str(class_ds.root)}
+    bm.vae.to("cpu")  # not needed until previews; frees device memory for the UNet
+    if cache_text:
+        for te in bm.text_encoders:
+            te.to("cpu")
+    return items, prior_items
+
+
+def _checkpointer(cfg: TrainConfig, acc, fp: dict, job_id: str, get_trainer):
+    def save(step: int) -> None:
+        trainer = get_trainer()
+        if acc.is_main_process:
+            optim, rng, meta = trainer.state()
+            checkpoint.save(checkpoint.checkpoints_root(cfg), step, trainer.adapter_tensors(), optim, rng,
+                            dict(meta, fingerprint=fp, job_id=job_id), keep=cfg.checkpoints_total_limit)
+        acc.wait_for_everyone()
+
+    return save  # also without checkpointing_steps: Cancel always checkpoints
+
+
+def _previewer(cfg: TrainConfig, bm: BaseModel, ds: Dataset, acc, cb: Callbacks, job_dir: Path, get_trainer):
+    """Preview images at `preview_every` steps and at the end, saved in the job folder and sent to the caller."""
+    from .preview import grid, negative_prompt, render
+
+    prompts = cfg.preview_prompts or [ds.samples[0].caption]
+
+    def preview(step: int) -> None:
+        if not acc.is_main_process:
+            return
+        trainer = get_trainer()
+        unet = acc.unwrap_model(trainer.models[0])
+        final = step >= cfg.max_train_steps
+        sets = [("preview", prompts)] + ([("bias_check", cfg.bias_check_prompts)] if final and cfg.bias_check_prompts
+                                          else [])
+        for tag, ps in sets:
+            images = render(bm, unet, ps, cfg, acc.device, acc.autocast)
+            out = job_dir / "previews"
+            out.mkdir(parents=True, exist_ok=True)
+            for i, im in enumerate(images):
+                im.save(out / f"{tag}-step{step:06d}-{i}.png")
+            if tag == "bias_check":
+                grid(images).save(job_dir / "bias_check_grid.png")
+            if cb.on_preview:
+                cb.on_preview(step, images, ps, negative_prompt(cfg))
+
+    return preview
+
+
+def _metrics(cfg: TrainConfig, acc, train: TrainResult, t_start: float) -> dict[str, Any]:
+    done = train.steps - train.resumed_from
+    return {
+        "losses": train.losses, "learning_rates": train.lrs, "steps": train.steps, "resumed_from_step": train.resumed_from,
+        "eval_loss_before": train.eval_loss_before, "eval_loss_after": train.eval_loss_after,
+        "train_seconds": train.seconds, "total_seconds": time.perf_counter() - t_start,
+        "time_to_first_step_s": (time.perf_counter() - t_start) - train.seconds + train.first_step_s,
+        "images_per_second": done * cfg.train_batch_size * cfg.gradient_accumulation_steps * acc.num_processes
+        / max(train.seconds, 1e-9),
+    }
 
 
 def record_output(record: dict, lora_path: Path, adapter_cfg_path: Path) -> Path:

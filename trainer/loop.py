@@ -1,9 +1,9 @@
 """The training step and loop. Progress, cancel and previews cross to the caller as plain callbacks.
 
 One optimizer step, in order: draw noise and timesteps → noise the cached latents → predict →
-weight the loss (min-SNR-γ) → backward (accumulated) → clip → step → schedule. Every random
-draw comes from one seeded generator, so a run is repeatable and RNG state outside the run
-(ComfyUI's) is left as it was.
+weight the loss (min-SNR-γ) → backward (accumulated) → clip → step → schedule. Every random draw
+comes from one seeded generator, and the data order is a function of (seed, epoch), so a run is
+repeatable, resumable bit for bit, and the same on one process or several.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .encode import Item, encode_tokens
 from .errors import TrainingCancelled, TrainingFailed
-from .lora import AdapterSpec, adapter_state_dict, inject
+from .lora import AdapterSpec, adapter_state_dict, inject, load_adapter_state_dict
 from .models import BaseModel
 
 log = logging.getLogger("lora_studio.loop")
@@ -33,15 +33,18 @@ class StepInfo:
     lr: float
     elapsed_s: float
     eta_s: float
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. instance_loss / prior_loss
 
 
 @dataclass
 class Callbacks:
-    """All optional. `should_stop` is polled between micro-batches; `on_step` after each optimizer step."""
+    """All optional. `should_stop` is polled before every micro-batch; `on_step` after each optimizer step;
+    `on_preview(step, images, prompts, negative)` when preview images are ready."""
 
     on_step: Callable[[StepInfo], None] | None = None
     should_stop: Callable[[], bool] | None = None
     on_message: Callable[[str], None] | None = None
+    on_preview: Callable[[int, list, list, str], None] | None = None
 
     def message(self, text: str) -> None:
         log.info(text)
@@ -60,6 +63,7 @@ class TrainResult:
     eval_loss_after: float
     seconds: float
     first_step_s: float
+    resumed_from: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -67,34 +71,44 @@ def weight_dtype(mixed_precision: str) -> torch.dtype:
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
 
 
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e))
+
+
 class Trainer:
     """Holds the models with adapters, the optimizer and the data order for one run."""
 
-    def __init__(self, cfg: TrainConfig, bm: BaseModel, items: list[Item], accelerator, callbacks: Callbacks):
+    def __init__(self, cfg: TrainConfig, bm: BaseModel, items: list[Item], accelerator, callbacks: Callbacks,
+                 prior_items: list[Item] | None = None, checkpointer: Callable[[int], Any] | None = None,
+                 previewer: Callable[[int], None] | None = None):
         self.cfg, self.bm, self.items, self.acc, self.cb = cfg, bm, items, accelerator, callbacks
+        self.prior_items = prior_items or []
+        self.checkpointer, self.previewer = checkpointer, previewer
         self.device = accelerator.device
         self.dtype = weight_dtype(cfg.mixed_precision)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.order_gen = torch.Generator().manual_seed(cfg.seed)  # data order stays on the CPU
         self.train_te = cfg.train_text_encoder
+        self.step = 0
+        self.losses: list[float] = []
+        self.lrs: list[float] = []
+        self.eval_before: float | None = None
+        self.position = {"items": (0, 0), "prior": (0, 0)}  # (epoch, batch index) per stream
         self._setup_models()
         self._setup_optimizer()
-        self._batches = self._batch_stream()
 
     # ------------------------------------------------------------ setup
     def _setup_models(self) -> None:
         cfg, bm = self.cfg, self.bm
-        # LoRA weights start from the run's seed, not from whatever the global RNG holds.
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # LoRA init draws from the global RNG; the caller's RNG is forked around us
         bm.unet.to(self.device, dtype=self.dtype)
-        self.unet_params = inject(bm.unet, AdapterSpec(cfg.rank, cfg.alpha, tuple(cfg.unet_target_modules),
-                                                       cfg.lora_dropout))
+        spec = AdapterSpec(cfg.rank, cfg.alpha, tuple(cfg.unet_target_modules), cfg.lora_dropout)
+        self.unet_params = inject(bm.unet, spec)
         self.te_params: list[torch.nn.Parameter] = []
         if self.train_te:
+            te_spec = AdapterSpec(cfg.rank, cfg.alpha, tuple(cfg.text_encoder_target_modules), cfg.lora_dropout)
             for te in bm.text_encoders:
                 te.to(self.device, dtype=self.dtype)
-                self.te_params += inject(te, AdapterSpec(cfg.rank, cfg.alpha,
-                                                         tuple(cfg.text_encoder_target_modules), cfg.lora_dropout))
+                self.te_params += inject(te, te_spec)
                 if cfg.gradient_checkpointing:
                     te.gradient_checkpointing_enable()
                 te.train()
@@ -124,34 +138,40 @@ class Trainer:
         self.models, self.optimizer = list(prepared[:-1]), prepared[-1]
 
     # ------------------------------------------------------------ data order
-    def _batch_stream(self):
-        """Endless batches of item indices for this process. Each batch holds one training size only.
-
-        Every process draws the same global order (same seed) and takes its own slice, so the global
-        batch is the same whatever the number of processes.
-        """
-        per_proc, procs, rank = self.cfg.train_batch_size, self.acc.num_processes, self.acc.process_index
-        glob = per_proc * procs
+    def _epoch_batches(self, items: list[Item], epoch: int) -> list[list[int]]:
+        """Global batches of one epoch, each of one training size. A pure function of (seed, epoch)."""
+        glob = self.cfg.train_batch_size * self.acc.num_processes
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
         by_size: dict[tuple[int, int], list[int]] = {}
-        for i, it in enumerate(self.items):
+        for i, it in enumerate(items):
             by_size.setdefault(it.size, []).append(i)
-        while True:
-            batches = []
-            for idx in by_size.values():
-                perm = [idx[j] for j in torch.randperm(len(idx), generator=self.order_gen).tolist()]
-                n = math.ceil(len(perm) / glob) * glob
-                perm = (perm * math.ceil(n / len(perm)))[:n]  # top up from the same size group
-                batches += [perm[k:k + glob] for k in range(0, n, glob)]
-            for b in torch.randperm(len(batches), generator=self.order_gen).tolist():
-                yield batches[b][rank * per_proc:(rank + 1) * per_proc]
+        batches = []
+        for idx in by_size.values():
+            perm = [idx[j] for j in torch.randperm(len(idx), generator=g).tolist()]
+            n = math.ceil(len(perm) / glob) * glob
+            perm = (perm * math.ceil(n / len(perm)))[:n]  # top up from the same size group
+            batches += [perm[k:k + glob] for k in range(0, n, glob)]
+        return [batches[b] for b in torch.randperm(len(batches), generator=g).tolist()]
 
-    def _collate(self, idx: list[int]):
-        items = [self.items[i] for i in idx]
-        latents = torch.stack([it.latent for it in items]).to(self.device, non_blocking=True)
-        ids = [torch.stack([it.input_ids[k] for it in items]) for k in range(len(items[0].input_ids))]
-        embeds = torch.stack([it.embeds for it in items]) if items[0].embeds is not None else None
-        pooled = torch.stack([it.pooled for it in items]) if items[0].pooled is not None else None
-        time_ids = torch.stack([it.time_ids for it in items]) if items[0].time_ids is not None else None
+    def _next_batch(self, stream: str) -> list[int]:
+        """This process's share of the next global batch; advances the stream's (epoch, index)."""
+        items = self.items if stream == "items" else self.prior_items
+        epoch, pos = self.position[stream]
+        batches = self._epoch_batches(items, epoch)
+        if pos >= len(batches):
+            epoch, pos = epoch + 1, 0
+            batches = self._epoch_batches(items, epoch)
+        self.position[stream] = (epoch, pos + 1)
+        per, rank = self.cfg.train_batch_size, self.acc.process_index
+        return batches[pos][rank * per:(rank + 1) * per]
+
+    def _collate(self, items: list[Item], idx: list[int]):
+        chosen = [items[i] for i in idx]
+        latents = torch.stack([it.latent for it in chosen]).to(self.device, non_blocking=True)
+        ids = [torch.stack([it.input_ids[k] for it in chosen]) for k in range(len(chosen[0].input_ids))]
+        embeds = torch.stack([it.embeds for it in chosen]) if chosen[0].embeds is not None else None
+        pooled = torch.stack([it.pooled for it in chosen]) if chosen[0].pooled is not None else None
+        time_ids = torch.stack([it.time_ids for it in chosen]) if chosen[0].time_ids is not None else None
         return latents, ids, embeds, pooled, time_ids
 
     # ------------------------------------------------------------ the step
@@ -165,18 +185,25 @@ class Trainer:
                      "time_ids": time_ids.to(self.device, dtype=self.dtype)}
         return embeds, added
 
+    def _draw(self, shape) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noise and timesteps for the GLOBAL batch, then this process's slice: every process draws the
+        same numbers, so the generator stays in step and N processes see what one process would."""
+        b, procs, rank = shape[0], self.acc.num_processes, self.acc.process_index
+        full = (b * procs, *shape[1:])
+        noise = torch.randn(full, generator=self.gen, device=self.device)
+        if self.cfg.noise_offset:
+            # shifts the mean per channel so the model can learn very dark / bright images
+            noise += self.cfg.noise_offset * torch.randn((full[0], full[1], 1, 1), generator=self.gen,
+                                                         device=self.device)
+        t = torch.randint(0, self.bm.scheduler.config.num_train_timesteps, (full[0],), generator=self.gen,
+                          device=self.device)
+        return noise[rank * b:(rank + 1) * b], t[rank * b:(rank + 1) * b]
+
     def loss(self, latents, ids, embeds, pooled, time_ids, noise=None, timesteps=None, snr_weighting=True):
         sched = self.bm.scheduler
         latents = latents.float()
         if noise is None:
-            noise = torch.randn(latents.shape, generator=self.gen, device=self.device)
-            if self.cfg.noise_offset:
-                # shifts the mean per channel so the model can learn very dark / bright images
-                noise += self.cfg.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1),
-                                                             generator=self.gen, device=self.device)
-        if timesteps is None:
-            timesteps = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],),
-                                      generator=self.gen, device=self.device)
+            noise, timesteps = self._draw(latents.shape)
         noisy = sched.add_noise(latents, noise, timesteps)
         target = noise if self.bm.prediction_type == "epsilon" else sched.get_velocity(latents, noise, timesteps)
         with self.acc.autocast():
@@ -193,6 +220,14 @@ class Trainer:
             per_sample = per_sample * w
         return per_sample.mean()
 
+    def _micro_step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss = self.loss(*self._collate(self.items, self._next_batch("items")))
+        if not self.prior_items:
+            return loss, {}
+        # DreamBooth prior preservation: the class images keep the model's idea of the class intact
+        prior = self.loss(*self._collate(self.prior_items, self._next_batch("prior")))
+        return loss + self.cfg.prior_loss_weight * prior, {"instance_loss": loss.detach(), "prior_loss": prior.detach()}
+
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
     def eval_loss(self, n: int = 8) -> float:
@@ -202,56 +237,135 @@ class Trainer:
         T = self.bm.scheduler.config.num_train_timesteps
         total = 0.0
         for k, i in enumerate(idx):
-            lat, ids, emb, pooled, tids = self._collate([i])
+            lat, ids, emb, pooled, tids = self._collate(self.items, [i])
             noise = torch.randn(lat.shape, generator=g, device=self.device)
             t = torch.tensor([int((k + 0.5) * T / len(idx))], device=self.device)  # spread over the schedule
             total += float(self.loss(lat, ids, emb, pooled, tids, noise, t, snr_weighting=False))
         return total / len(idx)
 
+    # ------------------------------------------------------------ checkpoint state
+    def adapter_tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"unet.{k}": v for k, v in adapter_state_dict(self.acc.unwrap_model(self.models[0])).items()}
+        for i, m in enumerate(self.models[1:]):
+            out.update({f"te{i}.{k}": v for k, v in adapter_state_dict(self.acc.unwrap_model(m)).items()})
+        return out
+
+    def state(self) -> tuple[dict, dict, dict]:
+        optim = {"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict()}
+        if getattr(self.acc, "scaler", None) is not None:
+            optim["scaler"] = self.acc.scaler.state_dict()
+        rng = {"noise": self.gen.get_state(), "torch": torch.get_rng_state()}
+        meta = {"position": {k: list(v) for k, v in self.position.items()}, "losses": self.losses, "lrs": self.lrs,
+                "eval_loss_before": self.eval_before}
+        return optim, rng, meta
+
+    def restore(self, tensors: dict[str, torch.Tensor], optim: dict, rng: dict, meta: dict, step: int) -> None:
+        parts = [("unet.", self.models[0])] + [(f"te{i}.", m) for i, m in enumerate(self.models[1:])]
+        for prefix, m in parts:
+            sub = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            load_adapter_state_dict(self.acc.unwrap_model(m), sub)
+        self.optimizer.load_state_dict(optim["optimizer"])
+        self.lr_scheduler.load_state_dict(optim["lr_scheduler"])
+        if "scaler" in optim and getattr(self.acc, "scaler", None) is not None:
+            self.acc.scaler.load_state_dict(optim["scaler"])
+        self.gen.set_state(rng["noise"].to(self.gen.get_state().device))
+        torch.set_rng_state(rng["torch"])
+        self.position = {k: tuple(v) for k, v in meta["position"].items()}
+        self.losses, self.lrs = list(meta["losses"]), list(meta["lrs"])
+        self.eval_before = meta.get("eval_loss_before")
+        self.step = step
+
     # ------------------------------------------------------------ the loop
     def _stop_requested(self) -> bool:
         return bool(self.cb.should_stop and self.cb.should_stop())
 
+    def _checkpoint(self) -> None:
+        if self.checkpointer and self.step > 0:
+            self.checkpointer(self.step)
+
+    def _oom_message(self) -> str:
+        c = self.cfg
+        advice = []
+        if c.train_batch_size > 1:
+            advice.append(f"train_batch_size {c.train_batch_size} → {max(1, c.train_batch_size // 2)} (raise "
+                          "gradient_accumulation_steps to keep the effective batch)")
+        if not c.gradient_checkpointing:
+            advice.append("gradient_checkpointing on (about 30 % slower, much less memory)")
+        if c.resolution > 512:
+            advice.append(f"resolution {c.resolution} → {max(256, c.resolution - 256)}")
+        if c.train_text_encoder:
+            advice.append("train_text_encoder off")
+        if not advice:
+            advice.append("mixed_precision bf16/fp16, or close other programs using the GPU")
+        return (f"Out of GPU memory at step {self.step + 1} (resolution {c.resolution}, batch {c.train_batch_size}, "
+                f"gradient checkpointing {'on' if c.gradient_checkpointing else 'off'}). Training stopped and memory "
+                f"was freed; the last checkpoint is kept. Fix: " + "; ".join(advice) + ".")
+
     def run(self) -> TrainResult:
         cfg, acc = self.cfg, self.acc
         total = cfg.max_train_steps
-        eval_before = self.eval_loss()
-        losses, lrs = [], []
+        resumed_from = self.step
+        if self.eval_before is None:
+            self.eval_before = self.eval_loss()
         t0 = time.perf_counter()
         first_step_s = 0.0
         params = self.unet_params + self.te_params
-        for step in range(1, total + 1):
-            step_loss = 0.0
-            for _ in range(cfg.gradient_accumulation_steps):
-                if self._stop_requested():
-                    raise TrainingCancelled(step - 1)
-                batch = self._collate(next(self._batches))
-                with acc.accumulate(*self.models):
-                    loss = self.loss(*batch)
-                    acc.backward(loss)
-                    if acc.sync_gradients and cfg.max_grad_norm > 0:
-                        acc.clip_grad_norm_(params, cfg.max_grad_norm)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                step_loss += loss.detach().float() / cfg.gradient_accumulation_steps
-            lr = self.lr_scheduler.get_last_lr()[0]
-            self.lr_scheduler.step()
-            value = float(acc.reduce(step_loss, reduction="mean")) if acc.num_processes > 1 else float(step_loss)
-            if not math.isfinite(value):
-                hint = " Mixed precision fp16 overflows easily: use bf16 or 'no'." if cfg.mixed_precision == "fp16" else ""
-                raise TrainingFailed(f"The loss became {value} at step {step}; training stopped and no LoRA was "
-                                     f"written. Fix: lower learning_rate (now {cfg.learning_rate:g}).{hint}")
-            losses.append(value)
-            lrs.append(lr)
-            elapsed = time.perf_counter() - t0
-            if step == 1:
-                first_step_s = elapsed
-            if self.cb.on_step:
-                self.cb.on_step(StepInfo(step, total, value, lr, elapsed, elapsed / step * (total - step)))
+        try:
+            while self.step < total:
+                step_loss = torch.zeros((), device=self.device)
+                extras: dict[str, torch.Tensor] = {}
+                for _ in range(cfg.gradient_accumulation_steps):
+                    if self._stop_requested():
+                        raise TrainingCancelled(self.step)
+                    with acc.accumulate(*self.models):
+                        loss, parts = self._micro_step()
+                        acc.backward(loss)
+                        if acc.sync_gradients and cfg.max_grad_norm > 0:
+                            acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                        self.optimizer.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                    step_loss += loss.detach().float() / cfg.gradient_accumulation_steps
+                    for k, v in parts.items():
+                        extras[k] = extras.get(k, 0) + v.float() / cfg.gradient_accumulation_steps
+                lr = self.lr_scheduler.get_last_lr()[0]
+                self.lr_scheduler.step()
+                value = float(acc.reduce(step_loss, reduction="mean")) if acc.num_processes > 1 else float(step_loss)
+                if not math.isfinite(value):
+                    hint = " Mixed precision fp16 overflows easily: use bf16 or 'no'." if cfg.mixed_precision == "fp16" \
+                        else ""
+                    raise TrainingFailed(f"The loss became {value} at step {self.step + 1}; training stopped at once and "
+                                         f"no LoRA was written (the last good checkpoint is kept). Fix: lower "
+                                         f"learning_rate (now {cfg.learning_rate:g}).{hint}")
+                self.step += 1
+                self.losses.append(value)
+                self.lrs.append(lr)
+                elapsed = time.perf_counter() - t0
+                if self.step == resumed_from + 1:
+                    first_step_s = elapsed
+                if self.cb.on_step:
+                    done = self.step - resumed_from
+                    self.cb.on_step(StepInfo(self.step, total, value, lr, elapsed, elapsed / done * (total - self.step),
+                                             {k: float(v) for k, v in extras.items()}))
+                if cfg.checkpointing_steps and self.step % cfg.checkpointing_steps == 0 and self.step < total:
+                    self._checkpoint()
+                if self.previewer and cfg.preview_every and self.step % cfg.preview_every == 0 and self.step < total:
+                    self.previewer(self.step)
+        except TrainingCancelled:
+            self._checkpoint()  # Cancel keeps the work: "resume" continues from here
+            raise
+        except BaseException as e:
+            if _is_oom(e):
+                self.optimizer.zero_grad(set_to_none=True)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                raise TrainingFailed(self._oom_message()) from None
+            raise
         seconds = time.perf_counter() - t0
         eval_after = self.eval_loss()
+        if self.previewer:
+            self.previewer(self.step)
         return TrainResult(
             unet_lora=adapter_state_dict(acc.unwrap_model(self.models[0])),
             text_encoder_loras=[adapter_state_dict(acc.unwrap_model(m)) for m in self.models[1:]],
-            losses=losses, lrs=lrs, steps=total, eval_loss_before=eval_before, eval_loss_after=eval_after,
-            seconds=seconds, first_step_s=first_step_s)
+            losses=self.losses, lrs=self.lrs, steps=self.step, eval_loss_before=self.eval_before,
+            eval_loss_after=eval_after, seconds=seconds, first_step_s=first_step_s, resumed_from=resumed_from)

@@ -1,0 +1,84 @@
+"""Preview images during training (the guide's --validation_prompt) and the bias-check grid.
+
+Previews sample with the UNet as it is being trained (LoRA active), fixed seeds, and a negative
+prompt that always ends with the operator's safety terms (the guide's SAFETY_NEGATIVE_TERMS).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+import torch
+from PIL import Image
+
+from .models import BaseModel
+
+log = logging.getLogger("lora_studio.preview")
+
+
+def safety_terms(cfg) -> list[str]:
+    """The config's terms plus the server operator's (LORA_STUDIO_SAFETY_NEGATIVE_TERMS): a user can add, not remove."""
+    terms = list(cfg.safety_negative_terms)
+    for t in os.environ.get("LORA_STUDIO_SAFETY_NEGATIVE_TERMS", "").split(","):
+        if t.strip() and t.strip() not in terms:
+            terms.append(t.strip())
+    return terms
+
+
+def negative_prompt(cfg) -> str:
+    parts = [cfg.negative_prompt.strip()] if cfg.negative_prompt.strip() else []
+    return ", ".join(parts + safety_terms(cfg))
+
+
+def _pipeline(bm: BaseModel, unet):
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    sched = EulerDiscreteScheduler.from_config(bm.scheduler.config)
+    if bm.family == "sdxl":
+        pipe = StableDiffusionXLPipeline(vae=bm.vae, text_encoder=bm.text_encoders[0],
+                                         text_encoder_2=bm.text_encoders[1], tokenizer=bm.tokenizers[0],
+                                         tokenizer_2=bm.tokenizers[1], unet=unet, scheduler=sched)
+    else:
+        pipe = StableDiffusionPipeline(vae=bm.vae, text_encoder=bm.text_encoders[0], tokenizer=bm.tokenizers[0],
+                                       unet=unet, scheduler=sched, safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def render(bm: BaseModel, unet, prompts: list[str], cfg, device: torch.device, autocast=None) -> list[Image.Image]:
+    """One image per prompt at the training resolution. Models go back where they were afterwards."""
+    parts = [unet, bm.vae, *bm.text_encoders]
+    placement = [(m, next(m.parameters()).device, m.training) for m in parts]
+    try:
+        for m in parts[1:]:
+            m.to(device)
+        for m in parts:
+            m.eval()
+        pipe = _pipeline(bm, unet)
+        neg = negative_prompt(cfg)
+        images = []
+        for i, prompt in enumerate(prompts):
+            gen = torch.Generator(device=device).manual_seed(cfg.preview_seed + i)
+            with autocast() if autocast else contextlib.nullcontext():
+                out = pipe(prompt, negative_prompt=neg, num_inference_steps=cfg.preview_sampling_steps,
+                           guidance_scale=cfg.preview_guidance, height=cfg.resolution, width=cfg.resolution,
+                           generator=gen, output_type="pil")
+            images.append(out.images[0])
+        return images
+    finally:
+        for m, dev, training in placement:
+            m.to(dev)
+            m.train(training)
+
+
+def grid(images: list[Image.Image], cols: int = 4) -> Image.Image:
+    cols = max(1, min(cols, len(images)))
+    rows = (len(images) + cols - 1) // cols
+    w, h = images[0].size
+    g = Image.new("RGB", (cols * w, rows * h), "white")
+    for i, im in enumerate(images):
+        g.paste(im, ((i % cols) * w, (i // cols) * h))
+    return g
