@@ -28,7 +28,9 @@ from .captions import (CAPTION_EXTENSIONS, NEGATIVE_PROMPT_FILES, NOT_CAPTIONS, 
 from .findings import DatasetReport, Finding
 from .images import IMAGE_EXTENSIONS, image_size
 from .quality import file_sha256 as _file_sha256
-from .safety import MAX_METADATA_BYTES, DatasetError as _DE, inside, relative_name, walk  # noqa: F401
+from .safety import MAX_METADATA_BYTES, inside, relative_name, walk
+
+__all__ = ["Dataset", "Sample", "apply_trigger", "check_root", "discover", "inside", "load_dataset"]
 
 log = logging.getLogger("lora_studio.data")
 
@@ -119,7 +121,7 @@ def load_dataset(root: str | Path, trigger_token: str = "", placeholder: str = "
 
 
 def no_images_finding(root: Path) -> Finding:
-    return Finding(F.NO_IMAGES, "", f"no usable training images in '{root}'. Fix: put images "
+    return Finding(F.NO_IMAGES, "", f"No training images found in '{root}' that can be used. Fix: put images "
                    f"({', '.join(IMAGE_EXTENSIONS)}) into images/ with a metadata.jsonl, or beside .txt caption "
                    "files; the warnings below say why the files found were skipped.")
 
@@ -132,9 +134,9 @@ def trigger_findings(ds: Dataset, raw_captions: list[str], trigger: str, placeho
             out.append(Finding(F.NO_TRIGGER, "", f"the trigger token '{trigger}' appears in no prompt. Fix: write "
                                f"'{placeholder}' where the concept belongs in metadata.jsonl or the caption files."))
         else:
-            out += [Finding(F.NO_TRIGGER, _rel(ds.root, s.path), f"prompt lacks the trigger token '{trigger}'. Fix: "
-                            f"add '{placeholder}' to its prompt, or leave it out on purpose for a regularisation image.")
-                    for s in lacking]
+            fix = f"add '{placeholder}' to its prompt, or leave it out on purpose for a regularisation image."
+            out += [Finding(F.NO_TRIGGER, _rel(ds.root, s.path),
+                            f"prompt lacks the trigger token '{trigger}'. Fix: {fix}") for s in lacking]
     elif placeholder and any(placeholder in c for c in raw_captions):
         out.append(Finding(F.PLACEHOLDER_UNSET, "", f"prompts contain '{placeholder}' but no trigger token is set, so "
                            "it is removed from them. Fix: set a trigger token (a rare word such as 'sks_fox')."))
@@ -204,9 +206,9 @@ class _Discovery:
                 n = int(m.group(1))
                 if 1 <= n <= MAX_REPEATS:
                     return n, m.group(2)
-                self.warn(F.BAD_REPEATS, path, f"folder '{folder}' looks like a kohya repeat folder, but {n} repeats "
-                          f"is outside 1–{MAX_REPEATS}; trained once per epoch. Fix: rename it (e.g. '10_{m.group(2)}') "
-                          "if you meant repeats.")
+                self.warn(F.BAD_REPEATS, path, f"folder '{folder}' looks like a kohya repeat folder, but {n} "
+                          f"repeats is outside 1–{MAX_REPEATS}; trained once per epoch. Fix: rename it "
+                          f"(e.g. '10_{m.group(2)}') if you meant repeats.")
                 return 1, ""
         return 1, ""
 
@@ -229,44 +231,48 @@ class _Discovery:
                 return
             raw_lines = meta.read_bytes().splitlines()
         except OSError as e:
-            self.warn(F.UNREADABLE_FILE, meta, f"cannot be read ({e.strerror or e}); ignored. Fix: check its permissions.")
+            self.warn(F.UNREADABLE_FILE, meta, f"cannot be read ({e.strerror or e}); ignored. "
+                      "Fix: check its permissions.")
             return
         for no, raw in enumerate(raw_lines, 1):
             if raw.strip():
                 self._metadata_line(meta, where, no, raw)
 
     def _metadata_line(self, meta: Path, where: str, no: int, raw: bytes) -> None:
-        line = f"{where} line {no}"
         text, enc = decode_text(raw)
         if enc:
             self.warn(F.CAPTION_ENCODING, where, f"line {no} is not UTF-8; read as {enc}. Fix: save the file as UTF-8.")
         try:
             entry = json.loads(text)
-        except json.JSONDecodeError as e:
-            self.warn(F.BAD_METADATA_LINE, where, f"line {no} is not valid JSON ({e.msg}, column {e.colno}); skipped. "
+        except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: "[[[[..." nested past the stack
+            why = f"{e.msg}, column {e.colno}" if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+            self.warn(F.BAD_METADATA_LINE, where, f"line {no} is not valid JSON ({why}); skipped. "
                       'Fix: one object per line, e.g. {"file": "0001.png", "prompt": "photo of <my_token>"}.')
             return
-        name = next((entry[k] for k in FILE_KEYS if isinstance(entry.get(k), str)), None) if isinstance(entry, dict) else None
-        prompt = next((entry[k] for k in PROMPT_KEYS if isinstance(entry.get(k), str)), None) if isinstance(entry, dict) else None
+        entry = entry if isinstance(entry, dict) else {}
+        name = next((entry[k] for k in FILE_KEYS if isinstance(entry.get(k), str)), None)
+        prompt = next((entry[k] for k in PROMPT_KEYS if isinstance(entry.get(k), str)), None)
         if name is None or prompt is None:
-            self.warn(F.BAD_METADATA_LINE, where, f"line {no} skipped: it needs \"file\" and \"prompt\" (or \"file_name\" "
-                      'and "text") as strings, e.g. {"file": "0001.png", "prompt": "photo of <my_token>"}.')
+            self.warn(F.BAD_METADATA_LINE, where, f"line {no} skipped: it needs \"file\" and \"prompt\" (or "
+                      '"file_name" and "text") as strings. Fix: write it like '
+                      '{"file": "0001.png", "prompt": "photo of <my_token>"}.')
             return
         try:
-            rel = relative_name(name)
+            rel = relative_name(name, strict=False)  # an existing file may be called "photo: 1.png" on Linux
         except DatasetError as e:
             self.block(F.UNSAFE_PATH, where, f"line {no}: {e}")
             return
-        path = self._find(meta.parent, rel, line, name)
+        path = self._find(meta.parent, rel, where, no, name)
         if path is None:
             return
         if path in self.covered:
             self.warn(F.DUPLICATE_NAME, where, f"line {no} names '{name}' again; the first line is used. "
                       "Fix: one line per image (copy the file if it should train more often).")
             return
-        self._add(path, prompt, line)
+        self._add(path, prompt, f"{where} line {no}")
 
-    def _find(self, base: Path, rel, line: str, name: str) -> Path | None:
+    def _find(self, base: Path, rel, where: str, no: int, name: str) -> Path | None:
+        line = f"{where} line {no}"
         for cand in (base / rel, base / "images" / rel):
             if cand.is_symlink() or cand.exists():
                 if not inside(self.root, cand):
@@ -285,7 +291,7 @@ class _Discovery:
                 self.warn(F.NAME_CASE_MISMATCH, match, f"{line} names it '{name}' (different upper/lower case); used. "
                           "Fix: write the name exactly as the file is called, or it breaks on Linux servers.")
                 return match
-        self.warn(F.MISSING_IMAGE, line, f"names '{name}', which is not in the dataset; skipped. "
+        self.warn(F.MISSING_IMAGE, where, f"line {no} names '{name}', which is not in the dataset; skipped. "
                   "Fix: add the image or remove the line.")
         return None
 
@@ -300,8 +306,8 @@ class _Discovery:
             cap = self.captions.get((img.parent, img.stem.lower()))
             if cap is None:
                 listed = " is listed in no metadata.jsonl line and" if has_metadata else ""
-                self.warn(F.MISSING_CAPTION, img, f"{listed} has no caption file; skipped. Fix: add {img.stem}.txt beside "
-                          "it with a description that contains the placeholder.".lstrip())
+                self.warn(F.MISSING_CAPTION, img, f"{listed} has no caption file; skipped. Fix: add {img.stem}.txt "
+                          "beside it with a description that contains the placeholder.".lstrip())
                 continue
             twins = stems[(img.parent, img.stem.lower())]
             if len(twins) > 1:

@@ -86,16 +86,27 @@ class DatasetReport:
         return "\n".join(lines)
 
 
+def _split_fix(message: str) -> tuple[str, str]:
+    problem, sep, fix = message.partition(" Fix: ")
+    return (problem, fix) if sep else (message, "")
+
+
 def _grouped(items: list[Finding]) -> list[str]:
+    """One line per finding; several of one code with the same fix share a header that states the fix once."""
     out: list[str] = []
     by_code: dict[str, list[Finding]] = {}
     for f in items:
         by_code.setdefault(f.code, []).append(f)
     for code, group in by_code.items():
+        fixes = {_split_fix(f.message)[1] for f in group}
+        shared = len(group) > 1 and len(fixes) == 1 and "" not in fixes
+        if shared:
+            out.append(f"- [{code}] {len(group)} files. Fix: {fixes.pop()}")
         for f in group[:MAX_LINES_PER_CODE]:
-            out.append(f"- [{code}] {f}")
+            text = _split_fix(f.message)[0] if shared else f.message
+            out.append(f"    {f.file}: {text}" if shared else f"- [{code}] {Finding(f.code, f.file, text)}")
         if len(group) > MAX_LINES_PER_CODE:
-            out.append(f"- [{code}] … and {len(group) - MAX_LINES_PER_CODE} more like these")
+            out.append(f"    … and {len(group) - MAX_LINES_PER_CODE} more")
     return out
 
 

@@ -1,8 +1,8 @@
 """Per-image measurements for the dataset report: content hash, sharpness, perceptual hash.
 
-Sharpness is the variance of a 4-neighbour Laplacian on the greyscale picture scaled so its longer
-side is SHARPNESS_SIDE pixels (0..255 grey levels). Scaling first makes the number independent of the
-file's pixel count and close to what the model sees at 512–768 px training resolution.
+Sharpness is the variance of a 4-neighbour Laplacian on the greyscale picture scaled to an area of
+SHARPNESS_SIDE² pixels (0..255 grey levels). Scaling first makes the number independent of the file's
+pixel count, fair between portrait, square and panorama, and close to what the model sees at 512 px.
 
 Near duplicates are found with a 64-bit difference hash (dHash: is each of 8x8 cells brighter than its
 right neighbour, on a 9x8 greyscale thumbnail); two pictures whose hashes differ in at most
@@ -19,18 +19,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from .images import load_rgb
+from .images import load_rgb_reduced
 
 log = logging.getLogger("lora_studio.data")
 
 SHARPNESS_SIDE = 512
-# Below this a picture is blurry at training scale. Measured on synthetic scenes (hard-edged shapes, with
-# and without sensor noise, 512-768 px): sharp ones score 80-150, the same after a Gaussian blur of 1 px
-# 24-31, of 1.5 px 13-14, of 2 px 5-8, of 4 px 1-2; a featureless picture 0. 20 separates "slightly
-# soft" from "clearly out of focus"; real photographs, with texture everywhere, score higher than these
-# sparse synthetic scenes, so the rule errs on the quiet side. Painterly styles can score low on purpose:
-# it is a warning, never a block.
-BLUR_THRESHOLD = 20.0
+# Below this a picture is blurry at training scale. Measured on synthetic 640x480 / 768x512 scenes
+# (hard-edged shapes; shapes with lens softness and sensor noise): sharp ones score 73-210; after a
+# Gaussian blur of 1 px 11-24, of 1.5 px 4-8, of 2 px 2-5, of 4 px 1-2; a featureless picture 0.
+# 15 sits between "slightly soft" (1 px) and "clearly out of focus" (1.5 px and more). Real photographs,
+# with texture everywhere, score higher than these sparse scenes, so the rule errs on the quiet side.
+# Painterly styles can score low on purpose: it is a warning, never a block.
+BLUR_THRESHOLD = 15.0
 # A picture far softer than the rest of its dataset is flagged too, with at least this many pictures
 # to compare against: a single out-of-focus shot among sharp ones stands out even above the threshold.
 BLUR_RELATIVE = 0.15
@@ -49,7 +49,7 @@ class ImageStats:
     sha256: str  # of the file's bytes: exact duplicates
     dhash: int  # 64-bit difference hash: near duplicates
     dhash_mirrored: int  # of the left-right mirrored picture
-    sharpness: float  # variance of the Laplacian at SHARPNESS_SIDE
+    sharpness: float  # variance of the Laplacian at an area of SHARPNESS_SIDE²
 
 
 def file_sha256(path: Path) -> str:
@@ -69,8 +69,10 @@ def laplacian_variance(grey: np.ndarray) -> float:
 
 
 def sharpness(img: Image.Image, side: int = SHARPNESS_SIDE) -> float:
+    """Laplacian variance with the picture scaled to an area of side² (up or down, aspect kept): every
+    picture is judged at the same pixel count, close to how the model sees it in its bucket."""
     grey = img.convert("L")
-    scale = side / max(grey.size)
+    scale = side / (grey.width * grey.height) ** 0.5
     size = (max(3, round(grey.width * scale)), max(3, round(grey.height * scale)))
     return laplacian_variance(np.asarray(grey.resize(size, Image.Resampling.BILINEAR)))
 
@@ -87,17 +89,20 @@ def hamming(a: int, b: int) -> int:
 
 def inspect_image(path: Path) -> ImageStats:
     """Decode once and measure. Raises DatasetError (from load_rgb) for anything unreadable."""
-    img = load_rgb(path)
-    return ImageStats(size=img.size, sha256=file_sha256(path), dhash=dhash(img),
+    size, img = load_rgb_reduced(path, SHARPNESS_SIDE)
+    return ImageStats(size=size, sha256=file_sha256(path), dhash=dhash(img),
                       dhash_mirrored=dhash(ImageOps.mirror(img)), sharpness=sharpness(img))
 
 
-def blurry(stats: list[ImageStats]) -> list[tuple[int, str]]:
-    """Indices of blurry pictures with the reason, by the absolute and the relative rule."""
+def blurry(stats: list[ImageStats], skip: set[int] = frozenset()) -> list[tuple[int, str]]:
+    """Indices of blurry pictures with the reason, by the absolute and the relative rule. `skip`: pictures
+    already reported as too small (upscaling is what blurs them; one warning is enough)."""
     out = []
     median = float(np.median([s.sharpness for s in stats])) if stats else 0.0
     relative = len(stats) >= BLUR_RELATIVE_MIN_IMAGES
     for i, s in enumerate(stats):
+        if i in skip:
+            continue
         if s.sharpness < BLUR_THRESHOLD:
             out.append((i, f"sharpness {s.sharpness:.0f} is below {BLUR_THRESHOLD:.0f}"))
         elif relative and s.sharpness < BLUR_RELATIVE * median:

@@ -76,12 +76,13 @@ def inside(root: Path, candidate: Path) -> bool:
         return False
 
 
-def relative_name(name: str) -> PurePosixPath:
+def relative_name(name: str, strict: bool = True) -> PurePosixPath:
     """Check a name read from a dataset file or a ZIP and return it as a relative POSIX path.
 
-    Backslashes count as separators (ZIPs made on Windows use them). Refused with DatasetError: empty
-    names, absolute paths, drive letters, UNC paths, '..', NUL and other characters Windows forbids
-    (':' would also name an NTFS alternate data stream), and device names such as CON or NUL.
+    Backslashes count as separators (files made on Windows use them). Always refused with DatasetError:
+    empty names, absolute paths, drive letters, UNC paths, '..', NUL. `strict` (names of files about to
+    be created, i.e. ZIP entries) also refuses characters Windows forbids (':' would name an NTFS
+    alternate data stream), device names such as CON or NUL, and trailing dots or spaces.
     """
     if not isinstance(name, str) or not name.strip():
         raise DatasetError("an empty file name. Fix: name the file relative to the dataset (e.g. \"0001.png\").")
@@ -96,6 +97,10 @@ def relative_name(name: str) -> PurePosixPath:
         if part == "..":
             raise DatasetError(f"'{name}' climbs out of the dataset folder with '..'. "
                                "Fix: use a path relative to the dataset without '..'.")
+        if "\x00" in part:
+            raise DatasetError(f"{name!r} contains a NUL character. Fix: rename the file.")
+        if not strict:
+            continue
         if _WINDOWS_FORBIDDEN.search(part):
             raise DatasetError(f"'{name}' contains a character that is not allowed in file names "
                                "(one of < > : \" | ? * or a control character). Fix: rename the file.")

@@ -1,0 +1,111 @@
+"""Builders for dataset tests: distinct sharp pictures, the dataset layouts, crafted bad files, tree snapshots."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import stat
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SIZES = [(320, 320), (384, 256), (256, 384)]  # square, landscape, portrait: all above 256 px buckets
+
+
+def textured(seed: int, size: tuple[int, int] = (320, 320)) -> Image.Image:
+    """A sharp picture (shapes + grain) whose perceptual hash differs from every other seed's."""
+    r, rs = random.Random(seed), np.random.default_rng(seed)
+    im = Image.new("RGB", size, tuple(r.randrange(256) for _ in range(3)))
+    d = ImageDraw.Draw(im)
+    w, h = size
+    for _ in range(12):
+        x0, y0 = r.randrange(w), r.randrange(h)
+        box = (x0, y0, x0 + r.randrange(w // 4, w), y0 + r.randrange(h // 4, h))
+        (d.ellipse if r.random() < 0.5 else d.rectangle)(box, fill=tuple(r.randrange(256) for _ in range(3)))
+    a = np.asarray(im).astype(np.int16) + rs.integers(-12, 13, (h, w, 1))
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def save(img: Image.Image, path: Path, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kw)
+    return path
+
+
+def guide_dataset(root: Path, n: int = 20, key: str = "file", prompt_key: str = "prompt", start: int = 0) -> Path:
+    """The guide's layout: images/ + metadata.jsonl; every prompt holds the placeholder."""
+    lines = []
+    for i in range(start, start + n):
+        name = f"{i:04d}.png"
+        save(textured(i, SIZES[i % 3]), root / "images" / name)
+        lines.append(json.dumps({key: name, prompt_key: f"photo {i} of <my_token>, detailed"}))
+    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def caption_dataset(root: Path, n: int = 20, ext: str = ".txt", start: int = 0) -> Path:
+    """Pictures with caption files beside them."""
+    for i in range(start, start + n):
+        save(textured(i, SIZES[i % 3]), root / f"{i:04d}.png")
+        (root / f"{i:04d}{ext}").write_text(f"<my_token>, picture {i}, outdoors", encoding="utf-8")
+    return root
+
+
+def png_bytes(width: int, height: int, depth: int, color_type: int, raw_rows: bytes) -> bytes:
+    """A PNG written by hand (16-bit RGB, lying headers): Pillow cannot write all of these itself."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw_rows))
+            + chunk(b"IEND", b""))
+
+
+def bomb_png(width: int = 40_000, height: int = 40_000) -> bytes:
+    """A header claiming 1.6 gigapixels with almost no data: a decompression bomb as far as a decoder knows."""
+    return png_bytes(width, height, 8, 0, b"\x00" * 64)
+
+
+def truncated_png(seed: int = 99) -> bytes:
+    buf = io.BytesIO()
+    textured(seed).save(buf, "PNG")
+    data = buf.getvalue()
+    return data[: len(data) // 2]
+
+
+def zip_of(entries: dict[str, bytes], path: Path, symlinks: dict[str, str] | None = None,
+           compression: int = zipfile.ZIP_DEFLATED) -> Path:
+    """A ZIP with exactly these names (no normalisation: '../x' stays '../x')."""
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, data in entries.items():
+            zf.writestr(zipfile.ZipInfo(name), data, compress_type=compression)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.create_system = 3
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return path
+
+
+def folder_entries(root: Path, prefix: str = "") -> dict[str, bytes]:
+    """Every file under `root` as ZIP entries (optionally under one top folder)."""
+    return {prefix + p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def snapshot(path: Path) -> dict[str, tuple]:
+    """Every entry under `path`: files and links with size and mtime, folders by kind only (a folder's own
+    mtime moves when a temp entry comes and goes). 'Nothing was written' means equal snapshots."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            kind = stat.S_IFMT(st.st_mode)
+            out[p.relative_to(path).as_posix()] = (kind,) if kind == stat.S_IFDIR else (kind, st.st_size,
+                                                                                         st.st_mtime_ns)
+    return out
