@@ -57,7 +57,8 @@ BAD = [
     ("class_seed", -1, "whole number"), ("prior_loss_weight", -1, "1.0"), ("preview_prompts", "a cat", "JSON list"),
     ("safety_negative_terms", [1], "JSON list"), ("bias_check_prompts", None, "JSON list"),
     ("report_to", ["mlflow"], "tensorboard"), ("negative_prompt", 3, "text"), ("class_prompt", 3, "text"),
-    ("class_data_dir", 3, "text"), ("resume_from", 3, "text"), ("with_prior_preservation", "y", "true or false"),
+    ("class_data_dir", 3, "text"), ("caption_dropout", 1.0, "0.05"), ("keep_tags", -1, "trigger tag"),
+    ("aspect_buckets", "yes", "true or false"), ("shuffle_tags", 0, "true or false"), ("resume_from", 3, "text"), ("with_prior_preservation", "y", "true or false"),
 ]
 
 

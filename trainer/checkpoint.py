@@ -29,7 +29,7 @@ log = logging.getLogger("lora_studio.checkpoint")
 
 # Fields whose change makes a checkpoint's weights, optimizer or data order meaningless.
 FINGERPRINT_FIELDS = ("rank", "alpha", "lora_dropout", "unet_target_modules", "train_text_encoder",
-                      "text_encoder_target_modules", "resolution", "center_crop", "random_flip", "train_batch_size",
+                      "text_encoder_target_modules", "resolution", "aspect_buckets", "caption_dropout", "shuffle_tags", "keep_tags", "center_crop", "random_flip", "train_batch_size",
                       "gradient_accumulation_steps", "learning_rate", "text_encoder_lr", "lr_scheduler",
                       "lr_warmup_steps", "lr_num_cycles", "lr_power", "max_train_steps", "adam_beta1", "adam_beta2",
                       "adam_weight_decay", "adam_epsilon", "snr_gamma", "noise_offset", "prediction_type", "seed",

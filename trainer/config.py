@@ -53,10 +53,14 @@ class TrainConfig:
     jobs_dir: str = "runs/jobs"  # job records (the guide's lora/jobs/<id>.json)
     cache_dir: str = ""  # latent cache; empty = next to the job records
 
-    # --- images
+    # --- images and captions
     resolution: int = 512
+    aspect_buckets: bool = True  # portrait/landscape pictures keep their shape (area ≈ resolution²)
     center_crop: bool = True
     random_flip: bool = False
+    caption_dropout: float = 0.0  # share of steps that see an empty caption (helps the LoRA work without prompt)
+    shuffle_tags: bool = False  # shuffle comma-separated tags each step, keeping the first keep_tags in place
+    keep_tags: int = 1
 
     # --- the adapter
     rank: int = 16
@@ -139,6 +143,8 @@ class TrainConfig:
         if isinstance(self.resolution, int) and self.resolution % 8:
             need(False, "resolution", "a multiple of 8 (the VAE downsamples by 8)",
                  f"use {max(lo, self.resolution // 64 * 64)} or {self.resolution // 64 * 64 + 64}")
+        num("caption_dropout", 0.0, 0.9, "use 0 (off) or 0.05–0.1")
+        num("keep_tags", 0, 100, "use 1 to keep the trigger tag first", integer=True)
         num("rank", 1, 256, "use 4–16 for a style or subject, up to 64 for fine detail", integer=True)
         num("alpha", 0.01, 1024, "set alpha equal to rank (strength 1.0) or half of it for gentler updates")
         num("lora_dropout", 0.0, 0.9, "use 0.0, or 0.05–0.1 against overfitting")

@@ -23,13 +23,14 @@ from typing import Any
 import torch
 
 from .config import TrainConfig
-from .data import Dataset, load_dataset
+from .data import Dataset, LatentCache, check_dataset, plan_buckets
 from .encode import build_items, square_sizes
-from .errors import LoraStudioError, TrainingCancelled
+from .errors import ConfigError, LoraStudioError, TrainingCancelled
 from .export import (SAVE_DTYPES, adapter_config, kohya_state_dict, lora_metadata, sanitize_name, save_lora,
                      write_json_atomic)
 from . import checkpoint
 from .loop import Callbacks, Trainer, TrainResult
+from .tracking import TrackerGroup, make_trackers, reporter_problems
 from .models import BaseModel, load_base_model
 
 log = logging.getLogger("lora_studio.job")
@@ -119,7 +120,15 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
     """Train one LoRA. Raises LoraStudioError subclasses with their explanations; writes no LoRA then."""
     cb = callbacks or Callbacks()
     cfg.validate()
-    ds = dataset or load_dataset(cfg.dataset, cfg.trigger_token, cfg.placeholder)
+    problems = reporter_problems(cfg.report_to)
+    if problems:  # e.g. W&B asked for but not installed: say so before anything loads or trains
+        raise ConfigError(problems)
+    report = None
+    if dataset is None:
+        dataset, report = check_dataset(cfg.dataset, resolution=cfg.resolution, trigger_token=cfg.trigger_token,
+                                        placeholder=cfg.placeholder, preset_key=cfg.preset,
+                                        bucketed=cfg.aspect_buckets)
+    ds = dataset
     for w in ds.warnings:
         cb.message(f"dataset: {w}")
     jobs_dir = Path(cfg.jobs_dir).expanduser()
@@ -128,10 +137,12 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
     record: dict[str, Any] = {
         "id": job_id, "status": "running", "created": datetime.now(timezone.utc).isoformat(),
         "config": cfg.to_dict(), "command": headless_command(record_path), "folder": str(jobs_dir / job_id),
-        "dataset": {"path": str(ds.root), "images": len(ds.samples), "warnings": ds.warnings},
+        "dataset": {"path": str(ds.root), "images": len(ds.samples), "warnings": ds.warnings,
+                    "report": report.to_dict() if report is not None else None},
         "environment": _versions(),
     }
     acc = None
+    trackers = None
     opened = False
     bm = base
     done = False
@@ -152,8 +163,13 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
             record["dataset"]["sha256"] = ds.content_hash()
             fp = checkpoint.fingerprint(cfg, record["base_model"]["sha256"], record["dataset"]["sha256"])
             resume = checkpoint.resolve_resume(cfg, fp)
+            if latent_cache is None:
+                latent_cache = LatentCache(resolve_cache_dir(cfg) / "latents", vae_id=record["base_model"]["sha256"])
             items, prior_items = _encode(cfg, bm, ds, acc, cb, latent_cache, record)
             job_dir = jobs_dir / job_id
+            if acc.is_main_process:  # created only now: a bad dataset or model leaves no empty event file
+                trackers = TrackerGroup(make_trackers(cfg.report_to, job_dir, job_id, cfg.to_dict()))
+                cb = _with_trackers(cb, trackers)
             trainer = Trainer(cfg, bm, items, acc, cb, prior_items=prior_items,
                               checkpointer=_checkpointer(cfg, acc, fp, job_id, lambda: trainer),
                               previewer=_previewer(cfg, bm, ds, acc, cb, job_dir, lambda: trainer)
@@ -199,22 +215,32 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                 _free(bm if base is None else None)
             if acc is not None:
                 acc.free_memory()
+            if trackers is not None:
+                trackers.close()
 
 
 def _encode(cfg: TrainConfig, bm: BaseModel, ds: Dataset, acc, cb: Callbacks, latent_cache, record: dict):
     """Latents (and frozen text embeddings) once per run; class images too with prior preservation."""
-    cb.message(f"encoding {len(ds.samples)} images once")
-    cache_text = not cfg.train_text_encoder
+    sizes = plan_buckets(ds.image_sizes(), cfg.resolution) if cfg.aspect_buckets else \
+        square_sizes(len(ds.samples), cfg.resolution)
+    cb.message(f"encoding {len(ds.samples)} images once ({len(set(sizes))} size bucket(s))")
+    # Text can be encoded once only if neither the encoders nor the captions change during the run.
+    cache_text = not (cfg.train_text_encoder or cfg.caption_dropout > 0 or cfg.shuffle_tags)
     for te in bm.text_encoders:
         te.to(acc.device)
-    items = build_items(bm, ds, square_sizes(len(ds.samples), cfg.resolution), acc.device, cache_text,
-                        cfg.center_crop, cfg.random_flip, latent_cache=latent_cache)
+    items = build_items(bm, ds, sizes, acc.device, cache_text, cfg.center_crop, cfg.random_flip,
+                        latent_cache=latent_cache)
+    items = [it for it, s in zip(items, ds.samples) for _ in range(max(1, s.repeats))]  # kohya repeat folders
+    record["dataset"]["buckets"] = sorted({f"{w}x{h}" for w, h in sizes})
+    record["latent_cache"] = latent_cache.stats() if hasattr(latent_cache, "stats") else None
     prior_items = None
     if cfg.with_prior_preservation:
         from .prior import class_images
 
-        samples = class_images(cfg, bm, acc.device, resolve_cache_dir(cfg) / "class_images",
-                               model_id=record["base_model"]["sha256"])
+        cache_root = resolve_cache_dir(cfg) / "class_images"
+        with acc.main_process_first():  # the main process renders; the others find the images cached
+            samples = class_images(cfg, bm, acc.device, cache_root, model_id=record["base_model"]["sha256"],
+                                   callbacks=cb)
         class_ds = Dataset(root=samples[0].path.parent, samples=samples)
         prior_items = build_items(bm, class_ds, square_sizes(len(samples), cfg.resolution), acc.device, cache_text,
                                   cfg.center_crop, False, latent_cache=latent_cache)
@@ -225,6 +251,21 @@ def _encode(cfg: TrainConfig, bm: BaseModel, ds: Dataset, acc, cb: Callbacks, la
         for te in bm.text_encoders:
             te.to("cpu")
     return items, prior_items
+
+
+def _with_trackers(cb: Callbacks, trackers) -> Callbacks:
+    """The caller's callbacks, with every step and preview also going to TensorBoard / W&B."""
+    def on_step(info):
+        trackers.on_step(info)
+        if cb.on_step:
+            cb.on_step(info)
+
+    def on_preview(step, images, prompts, negative):
+        trackers.on_images(step, "preview" if len(images) == len(prompts) else "bias_check", images)
+        if cb.on_preview:
+            cb.on_preview(step, images, prompts, negative)
+
+    return Callbacks(on_step=on_step, should_stop=cb.should_stop, on_message=cb.on_message, on_preview=on_preview)
 
 
 def _checkpointer(cfg: TrainConfig, acc, fp: dict, job_id: str, get_trainer):
@@ -254,7 +295,7 @@ def _previewer(cfg: TrainConfig, bm: BaseModel, ds: Dataset, acc, cb: Callbacks,
         sets = [("preview", prompts)] + ([("bias_check", cfg.bias_check_prompts)] if final and cfg.bias_check_prompts
                                           else [])
         for tag, ps in sets:
-            images = render(bm, unet, ps, cfg, acc.device, acc.autocast)
+            images = render(bm, unet, ps, cfg, acc.device, acc.autocast, extra_negative=ds.negative_prompt)
             out = job_dir / "previews"
             out.mkdir(parents=True, exist_ok=True)
             for i, im in enumerate(images):
@@ -262,7 +303,7 @@ def _previewer(cfg: TrainConfig, bm: BaseModel, ds: Dataset, acc, cb: Callbacks,
             if tag == "bias_check":
                 grid(images).save(job_dir / "bias_check_grid.png")
             if cb.on_preview:
-                cb.on_preview(step, images, ps, negative_prompt(cfg))
+                cb.on_preview(step, images, ps, negative_prompt(cfg, ds.negative_prompt))
 
     return preview
 
@@ -271,6 +312,7 @@ def _metrics(cfg: TrainConfig, acc, train: TrainResult, t_start: float) -> dict[
     done = train.steps - train.resumed_from
     return {
         "losses": train.losses, "learning_rates": train.lrs, "steps": train.steps, "resumed_from_step": train.resumed_from,
+        "loss_terms": train.extra.get("loss_terms", {}),
         "eval_loss_before": train.eval_loss_before, "eval_loss_after": train.eval_loss_after,
         "train_seconds": train.seconds, "total_seconds": time.perf_counter() - t_start,
         "time_to_first_step_s": (time.perf_counter() - t_start) - train.seconds + train.first_step_s,

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import TrainConfig
-from .encode import Item, encode_tokens
+from .data import augment_caption
+from .encode import Item, encode_tokens, tokenize
 from .errors import TrainingCancelled, TrainingFailed
 from .lora import AdapterSpec, adapter_state_dict, inject, load_adapter_state_dict
 from .models import BaseModel
@@ -87,10 +88,13 @@ class Trainer:
         self.device = accelerator.device
         self.dtype = weight_dtype(cfg.mixed_precision)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.caption_aug = cfg.caption_dropout > 0 or cfg.shuffle_tags
+        self.caption_gen = torch.Generator().manual_seed(cfg.seed + 17)  # caption dropout / tag shuffling
         self.train_te = cfg.train_text_encoder
         self.step = 0
         self.losses: list[float] = []
         self.lrs: list[float] = []
+        self.loss_terms: dict[str, list[float]] = {}  # per step, e.g. instance_loss / prior_loss
         self.eval_before: float | None = None
         self.position = {"items": (0, 0), "prior": (0, 0)}  # (epoch, batch index) per stream
         self._setup_models()
@@ -165,10 +169,16 @@ class Trainer:
         per, rank = self.cfg.train_batch_size, self.acc.process_index
         return batches[pos][rank * per:(rank + 1) * per]
 
-    def _collate(self, items: list[Item], idx: list[int]):
+    def _collate(self, items: list[Item], idx: list[int], augment: bool = False):
         chosen = [items[i] for i in idx]
         latents = torch.stack([it.latent for it in chosen]).to(self.device, non_blocking=True)
-        ids = [torch.stack([it.input_ids[k] for it in chosen]) for k in range(len(chosen[0].input_ids))]
+        if augment and self.caption_aug:
+            c = self.cfg
+            captions = [augment_caption(it.caption, self.caption_gen, dropout=c.caption_dropout, shuffle=c.shuffle_tags,
+                                        keep_tags=c.keep_tags) for it in chosen]
+            ids = tokenize(self.bm, captions)
+        else:
+            ids = [torch.stack([it.input_ids[k] for it in chosen]) for k in range(len(chosen[0].input_ids))]
         embeds = torch.stack([it.embeds for it in chosen]) if chosen[0].embeds is not None else None
         pooled = torch.stack([it.pooled for it in chosen]) if chosen[0].pooled is not None else None
         time_ids = torch.stack([it.time_ids for it in chosen]) if chosen[0].time_ids is not None else None
@@ -176,8 +186,12 @@ class Trainer:
 
     # ------------------------------------------------------------ the step
     def _conditioning(self, ids, embeds, pooled, time_ids):
-        if embeds is None:  # text encoders train: run them, with grad
-            embeds, pooled = encode_tokens(self.bm, ids, self.models[1:])
+        if embeds is None:  # text not cached: the encoders train (with grad) or the captions vary per step
+            if self.train_te:
+                embeds, pooled = encode_tokens(self.bm, ids, self.models[1:])
+            else:
+                with torch.no_grad():
+                    embeds, pooled = encode_tokens(self.bm, ids)
         embeds = embeds.to(self.device, dtype=self.dtype)
         added = None
         if self.bm.family == "sdxl":
@@ -221,7 +235,7 @@ class Trainer:
         return per_sample.mean()
 
     def _micro_step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss = self.loss(*self._collate(self.items, self._next_batch("items")))
+        loss = self.loss(*self._collate(self.items, self._next_batch("items"), augment=True))
         if not self.prior_items:
             return loss, {}
         # DreamBooth prior preservation: the class images keep the model's idea of the class intact
@@ -254,9 +268,9 @@ class Trainer:
         optim = {"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict()}
         if getattr(self.acc, "scaler", None) is not None:
             optim["scaler"] = self.acc.scaler.state_dict()
-        rng = {"noise": self.gen.get_state(), "torch": torch.get_rng_state()}
+        rng = {"noise": self.gen.get_state(), "torch": torch.get_rng_state(), "captions": self.caption_gen.get_state()}
         meta = {"position": {k: list(v) for k, v in self.position.items()}, "losses": self.losses, "lrs": self.lrs,
-                "eval_loss_before": self.eval_before}
+                "loss_terms": self.loss_terms, "eval_loss_before": self.eval_before}
         return optim, rng, meta
 
     def restore(self, tensors: dict[str, torch.Tensor], optim: dict, rng: dict, meta: dict, step: int) -> None:
@@ -270,8 +284,10 @@ class Trainer:
             self.acc.scaler.load_state_dict(optim["scaler"])
         self.gen.set_state(rng["noise"].to(self.gen.get_state().device))
         torch.set_rng_state(rng["torch"])
+        self.caption_gen.set_state(rng["captions"])
         self.position = {k: tuple(v) for k, v in meta["position"].items()}
         self.losses, self.lrs = list(meta["losses"]), list(meta["lrs"])
+        self.loss_terms = {k: list(v) for k, v in meta.get("loss_terms", {}).items()}
         self.eval_before = meta.get("eval_loss_before")
         self.step = step
 
@@ -339,13 +355,17 @@ class Trainer:
                 self.step += 1
                 self.losses.append(value)
                 self.lrs.append(lr)
+                terms = {k: float(acc.reduce(v, reduction="mean")) if acc.num_processes > 1 else float(v)
+                         for k, v in extras.items()}
+                for k, v in terms.items():
+                    self.loss_terms.setdefault(k, []).append(v)
                 elapsed = time.perf_counter() - t0
                 if self.step == resumed_from + 1:
                     first_step_s = elapsed
                 if self.cb.on_step:
                     done = self.step - resumed_from
                     self.cb.on_step(StepInfo(self.step, total, value, lr, elapsed, elapsed / done * (total - self.step),
-                                             {k: float(v) for k, v in extras.items()}))
+                                             terms))
                 if cfg.checkpointing_steps and self.step % cfg.checkpointing_steps == 0 and self.step < total:
                     self._checkpoint()
                 if self.previewer and cfg.preview_every and self.step % cfg.preview_every == 0 and self.step < total:
@@ -368,4 +388,5 @@ class Trainer:
             unet_lora=adapter_state_dict(acc.unwrap_model(self.models[0])),
             text_encoder_loras=[adapter_state_dict(acc.unwrap_model(m)) for m in self.models[1:]],
             losses=self.losses, lrs=self.lrs, steps=self.step, eval_loss_before=self.eval_before,
-            eval_loss_after=eval_after, seconds=seconds, first_step_s=first_step_s, resumed_from=resumed_from)
+            eval_loss_after=eval_after, seconds=seconds, first_step_s=first_step_s, resumed_from=resumed_from,
+            extra={"loss_terms": self.loss_terms})

@@ -26,8 +26,10 @@ def safety_terms(cfg) -> list[str]:
     return terms
 
 
-def negative_prompt(cfg) -> str:
-    parts = [cfg.negative_prompt.strip()] if cfg.negative_prompt.strip() else []
+def negative_prompt(cfg, extra: str = "") -> str:
+    """The config's negative prompt, the dataset's negative list (the guide's "Prompt-Negativliste"), then
+    the safety terms — always last, always present."""
+    parts = [p.strip() for p in (cfg.negative_prompt, extra) if p and p.strip()]
     return ", ".join(parts + safety_terms(cfg))
 
 
@@ -48,7 +50,8 @@ def _pipeline(bm: BaseModel, unet):
 
 
 @torch.no_grad()
-def render(bm: BaseModel, unet, prompts: list[str], cfg, device: torch.device, autocast=None) -> list[Image.Image]:
+def render(bm: BaseModel, unet, prompts: list[str], cfg, device: torch.device, autocast=None,
+           extra_negative: str = "") -> list[Image.Image]:
     """One image per prompt at the training resolution. Models go back where they were afterwards."""
     parts = [unet, bm.vae, *bm.text_encoders]
     placement = [(m, next(m.parameters()).device, m.training) for m in parts]
@@ -58,7 +61,7 @@ def render(bm: BaseModel, unet, prompts: list[str], cfg, device: torch.device, a
         for m in parts:
             m.eval()
         pipe = _pipeline(bm, unet)
-        neg = negative_prompt(cfg)
+        neg = negative_prompt(cfg, extra_negative)
         images = []
         for i, prompt in enumerate(prompts):
             gen = torch.Generator(device=device).manual_seed(cfg.preview_seed + i)
