@@ -42,6 +42,10 @@ def build_overrides(kw: dict) -> dict:
     o["mixed_precision"] = _auto_precision() if mp == "auto" else mp
     if "seed" in kw:
         o["seed"] = int(kw["seed"])
+    if (kw.get("class_prompt") or "").strip():
+        o.update(with_prior_preservation=True, class_prompt=kw["class_prompt"].strip())
+    if kw.get("num_class_images"):
+        o["num_class_images"] = int(kw["num_class_images"])
     if kw.get("name"):
         o["name"] = kw["name"]
     extra = (kw.get("extra") or "").strip()
@@ -126,6 +130,12 @@ class ConfigureLoRA:
                                            "Saves GPU memory for about 30 % more time per step."}),
                 "seed": ("INT", {"default": 42, "min": 0, "max": 2**32 - 1, "tooltip":
                                  "Same seed + same settings + same data = the same LoRA."}),
+                "class_prompt": ("STRING", {"default": "", "tooltip": "DreamBooth-style prior preservation: a prompt "
+                                 "for the general class, e.g. 'portrait of a person'. When set, class pictures are "
+                                 "rendered once by the base model (or taken from class_data_dir in extra) and "
+                                 "trained alongside, so the model keeps its idea of the class. Empty = off."}),
+                "num_class_images": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip":
+                                     "How many class pictures for prior preservation (50–200 usual). " + tip}),
                 "extra": ("STRING", {"default": "", "multiline": True, "tooltip":
                                      "Any other field as JSON, e.g. {\"noise_offset\": 0.05, \"snr_gamma\": 5}. "
                                      "`python -m trainer presets` lists every field."}),

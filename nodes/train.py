@@ -19,6 +19,22 @@ def apply_lora(model, clip, tensors: dict, strength: float = 1.0):
     return comfy.sd.load_lora_for_models(model, clip, tensors, strength, strength)
 
 
+def model_mismatch(model, fingerprint, ckpt_path: str) -> str | None:
+    """Warn when the connected MODEL is not the checkpoint the LoRA was trained on (the guide's colour shifts)."""
+    import torch
+
+    try:
+        first = model.model.diffusion_model.input_blocks[0][0].weight  # LDM layout: the UNet's conv_in
+    except (AttributeError, IndexError, TypeError):
+        return None
+    theirs = first.detach().flatten()[:fingerprint.numel()].float().cpu()
+    if theirs.shape == fingerprint.shape and torch.allclose(theirs, fingerprint, atol=2e-3, rtol=1e-2):
+        return None
+    return (f"The MODEL connected to Train LoRA is not '{ckpt_path}', the checkpoint the LoRA was trained on. "
+            "Applying it there gives colour shifts and a weaker effect. Fix: connect the MODEL/CLIP of the same "
+            "checkpoint that Configure LoRA names.")
+
+
 class TrainLoRA:
     DESCRIPTION = ("Trains the LoRA here, in ComfyUI. ComfyUI's loaded models are unloaded first to free the "
                    "GPU. Progress, loss and ETA show on the node; Cancel stops within one step and writes no LoRA. "
@@ -42,14 +58,19 @@ class TrainLoRA:
             "optional": {
                 "model": ("MODEL", {"tooltip": "Optional: the same checkpoint's MODEL, returned with the LoRA applied."}),
                 "clip": ("CLIP", {"tooltip": "Optional: the same checkpoint's CLIP, returned with the LoRA applied."}),
+                "resume": (["auto", "off"], {"default": "auto", "tooltip": "auto: if a run of this LoRA name was "
+                           "cancelled or failed with the same settings, continue from its last checkpoint. "
+                           "off: always start from scratch."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def train(self, dataset: dict, config: dict, model=None, clip=None, unique_id=None):
+    def train(self, dataset: dict, config: dict, model=None, clip=None, resume: str = "auto", unique_id=None):
         data = dict(config, dataset=dataset["root"], trigger_token=dataset["trigger_token"],
                     placeholder=dataset["placeholder"], jobs_dir=str(studio_dir("jobs")),
                     cache_dir=str(studio_dir("cache")))
+        if not data.get("resume_from"):
+            data["resume_from"] = "auto" if resume == "auto" else ""
         if not data.get("tokenizer_dir"):
             data["tokenizer_dir"] = tokenizer_dir()
         cfg = TrainConfig.from_dict(data).validate()
@@ -65,7 +86,8 @@ class TrainLoRA:
                     raise TrainingCancelled(info.step) from None
                 raise
 
-        callbacks = Callbacks(on_step=on_step, should_stop=interrupted, on_message=reporter.text)
+        callbacks = Callbacks(on_step=on_step, should_stop=interrupted, on_message=reporter.text,
+                              on_preview=lambda step, images, prompts, neg: reporter.preview(step, images[0]))
         try:
             result = run_job(cfg, callbacks, dataset=dataset.get("dataset"), write_lora=False)
         except TrainingCancelled as e:
@@ -78,6 +100,10 @@ class TrainLoRA:
         m = result.record["metrics"]
         summary = (f"{cfg.name}: {m['steps']} steps in {m['train_seconds']:.0f}s; held-out loss "
                    f"{m['eval_loss_before']:.4f} -> {m['eval_loss_after']:.4f}. Job record: {result.record_path}")
+        warning = model_mismatch(model, result.base_fingerprint, cfg.base_model) if model is not None else None
+        if warning:
+            log.warning(warning)
+            summary = f"WARNING: {warning}\n{summary}"
         reporter.text(summary)
         lora = {"tensors": result.tensors, "metadata": result.metadata, "adapter_config": result.adapter_config,
                 "record": result.record, "record_path": str(result.record_path), "name": cfg.name,

@@ -214,3 +214,13 @@ def save_lora(out_dir: Path, stem: str, tensors: dict[str, torch.Tensor], metada
     write_json_atomic(cfg_path, adapter_cfg, overwrite=True)
     log.info("wrote %s", path)
     return path, cfg_path
+
+
+def base_mismatch_warning(metadata: dict[str, str], base_sha256: str, base_name: str) -> str | None:
+    """The guide's "colour shifts: wrong base model" row as a check: None when the LoRA was trained on this base."""
+    trained = metadata.get("ss_new_sd_model_hash", "")
+    if not trained or trained == base_sha256:
+        return None
+    return (f"This LoRA was trained on '{metadata.get('ss_sd_model_name', '?')}' (sha256 {trained[:12]}…) but is "
+            f"applied to '{base_name}' (sha256 {base_sha256[:12]}…). Expect colour shifts and a weaker effect. "
+            "Fix: use the same base model for training and for generating.")

@@ -47,6 +47,7 @@ class JobResult:
     metadata: dict[str, str] = field(default_factory=dict)  # the file's ss_* / modelspec.* header
     adapter_config: dict[str, Any] = field(default_factory=dict)
     family: str = ""
+    base_fingerprint: torch.Tensor | None = None  # first UNet weights: tells whether a MODEL is the same base
 
 
 def headless_command(record_path: Path | str) -> str:
@@ -184,7 +185,8 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
             opened = True
             train = trainer.run()
             record["metrics"] = _metrics(cfg, acc, train, t_start)
-            result = JobResult(None, record_path, record, train, bm if keep_model else None, family=bm.family)
+            result = JobResult(None, record_path, record, train, bm if keep_model else None, family=bm.family,
+                               base_fingerprint=base_fingerprint(bm.unet.conv_in.weight))
             if acc.is_main_process:
                 result.tensors = kohya_state_dict(bm.family, train.unet_lora, train.text_encoder_loras, cfg.alpha,
                                                   SAVE_DTYPES[cfg.save_precision])
@@ -315,10 +317,16 @@ def _metrics(cfg: TrainConfig, acc, train: TrainResult, t_start: float) -> dict[
         "loss_terms": train.extra.get("loss_terms", {}),
         "eval_loss_before": train.eval_loss_before, "eval_loss_after": train.eval_loss_after,
         "train_seconds": train.seconds, "total_seconds": time.perf_counter() - t_start,
-        "time_to_first_step_s": (time.perf_counter() - t_start) - train.seconds + train.first_step_s,
+        # from the job's start (model load, caching) to the end of the first optimizer step
+        "time_to_first_step_s": train.loop_started - t_start + train.first_step_s,
         "images_per_second": done * cfg.train_batch_size * cfg.gradient_accumulation_steps * acc.num_processes
         / max(train.seconds, 1e-9),
     }
+
+
+def base_fingerprint(conv_in_weight: torch.Tensor) -> torch.Tensor:
+    """A few of the UNet's first-layer weights, in fp32: the same in diffusers and LDM layouts."""
+    return conv_in_weight.detach().flatten()[:256].float().cpu().clone()
 
 
 def record_output(record: dict, lora_path: Path, adapter_cfg_path: Path) -> Path:

@@ -65,6 +65,7 @@ class TrainResult:
     seconds: float
     first_step_s: float
     resumed_from: int = 0
+    loop_started: float = 0.0  # perf_counter() when the first step began
     extra: dict = field(default_factory=dict)
 
 
@@ -389,4 +390,5 @@ class Trainer:
             text_encoder_loras=[adapter_state_dict(acc.unwrap_model(m)) for m in self.models[1:]],
             losses=self.losses, lrs=self.lrs, steps=self.step, eval_loss_before=self.eval_before,
             eval_loss_after=eval_after, seconds=seconds, first_step_s=first_step_s, resumed_from=resumed_from,
+            loop_started=t0,
             extra={"loss_terms": self.loss_terms})

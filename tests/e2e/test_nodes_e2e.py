@@ -46,7 +46,7 @@ def api_prompt(ckpt: str, dataset: str, name: str, steps: int = 3) -> dict:
     conf.update(ckpt_name=ckpt, name=name, resolution=64, max_train_steps=steps, rank=4, alpha=4.0,
                 train_batch_size=1, gradient_accumulation_steps=1, mixed_precision="no",
                 extra=json.dumps({"test_mode": True, "lr_warmup_steps": 0, "save_precision": "fp32",
-                                  "learning_rate": 1e-3, "snr_gamma": 0}))
+                                  "learning_rate": 1e-3, "snr_gamma": 0, "preview_sampling_steps": 2}))
     return prompt
 
 
@@ -79,6 +79,7 @@ def test_api_job_trains_saves_and_loads_in_comfyui(comfy_server, sd15_checkpoint
     loss = [m["data"] for m in comfy_server.messages("lora_studio.loss")]
     assert [d["step"] for d in loss][-3:] == [1, 2, 3] and all(d["loss"] > 0 for d in loss)
     assert "lora key not loaded" not in comfy_server.log_text(since=mark)
+    assert comfy_server.ws_binary, "no preview image reached the websocket"
 
     # the file is in ComfyUI's list at once, without a restart
     names = comfy_server.get("/models/loras").json()
@@ -160,7 +161,8 @@ def _wait_for_training_step(server, prompt_id: str, timeout: float = 600) -> Non
 def test_interrupt_stops_within_a_step_and_leaves_no_file(comfy_server, sd15_checkpoint, dataset_name):
     before = set(p.name for p in comfy_server.loras_dir.iterdir()) if comfy_server.loras_dir.exists() else set()
     comfy_server.clear_messages()
-    pid = comfy_server.post_prompt(api_prompt(sd15_checkpoint.name, dataset_name, "e2e_cancel", steps=200))
+    prompt = api_prompt(sd15_checkpoint.name, dataset_name, "e2e_cancel", steps=8)
+    pid = comfy_server.post_prompt(prompt)
     _wait_for_training_step(comfy_server, pid)
     t_cancel = time.time()
     comfy_server.interrupt()
@@ -170,7 +172,7 @@ def test_interrupt_stops_within_a_step_and_leaves_no_file(comfy_server, sd15_che
     assert status["status_str"] == "error"
     assert any(m[0] == "execution_interrupted" for m in status["messages"]), status
     steps = [m["data"]["step"] for m in comfy_server.messages("lora_studio.loss")]
-    assert max(steps) < 200
+    assert max(steps) < 8
     # within one step: the time to stop is at most about one step's time (plus clean-up)
     loss = [m for m in comfy_server.messages("lora_studio.loss")]
     assert stop_s < 60, stop_s
@@ -181,6 +183,14 @@ def test_interrupt_stops_within_a_step_and_leaves_no_file(comfy_server, sd15_che
     # the server goes on serving
     comfy_server.run(sd15_checkpoint.txt2img_prompt(size=64, steps=1), timeout=600)
     assert loss  # the run had started
+    # Queue again: "resume: auto" continues the cancelled run from its checkpoint instead of starting over
+    comfy_server.clear_messages()
+    comfy_server.run(prompt, timeout=900)
+    jobs = sorted((comfy_server.output_dir / "lora_studio" / "jobs").glob("*e2e_cancel*.json"))
+    record = json.loads(jobs[-1].read_text())
+    assert record["status"] == "finished" and "resumed_from" in record, record.get("resumed_from")
+    first_step = min(m["data"]["step"] for m in comfy_server.messages("lora_studio.loss"))
+    assert first_step == max(steps) + 1
 
 
 def test_second_job_queued_behind_the_first_writes_its_own_file(comfy_server, sd15_checkpoint, dataset_name):
