@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .loop import Callbacks
 
     cfg = build_config(args)
-    result = run_job(cfg, Callbacks(on_step=_print_progress, on_message=lambda m: print(m, flush=True)))
+    result = run_job(cfg, Callbacks(on_step=_print_progress))  # messages arrive through the lora_studio logger
     if result.lora_path:
         m = result.record["metrics"]
         print(f"LoRA written: {result.lora_path}\njob record: {result.record_path}\n"
@@ -93,7 +93,15 @@ def cmd_presets(_: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Our own messages plainly at INFO; other libraries only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ours = logging.getLogger("lora_studio")
+    if not ours.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
     ap = argparse.ArgumentParser(prog="python -m trainer", description="LoRA Studio headless trainer")
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train one LoRA")

@@ -64,7 +64,8 @@ def build_items(bm: BaseModel, dataset: Dataset, sizes: list[tuple[int, int]], d
                 cache_text: bool, center_crop: bool = True, flip: bool = False, batch: int = 4,
                 latent_cache=None) -> list[Item]:
     """Encode every sample once. `latent_cache` (optional) has get(key)/put(key, tensor) by content key."""
-    vae = bm.vae.to(device=device, dtype=torch.float32)
+    # nn.Module.to, not diffusers' override: the override warns about "modules to keep in fp32" on every cast
+    vae = torch.nn.Module.to(bm.vae, device=device, dtype=torch.float32)
     scale = bm.vae.config.scaling_factor
     items: list[Item] = []
     samples = dataset.samples

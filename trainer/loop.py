@@ -105,7 +105,7 @@ class Trainer:
     def _setup_models(self) -> None:
         cfg, bm = self.cfg, self.bm
         torch.manual_seed(cfg.seed)  # LoRA init draws from the global RNG; the caller's RNG is forked around us
-        bm.unet.to(self.device, dtype=self.dtype)
+        torch.nn.Module.to(bm.unet, self.device, dtype=self.dtype)  # (diffusers' .to warns on every cast)
         spec = AdapterSpec(cfg.rank, cfg.alpha, tuple(cfg.unet_target_modules), cfg.lora_dropout)
         self.unet_params = inject(bm.unet, spec)
         self.te_params: list[torch.nn.Parameter] = []

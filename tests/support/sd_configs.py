@@ -9,126 +9,30 @@ the same families for fast unit tests. Pass the UNet/VAE dicts as ``Model.from_c
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
-# --- SD1.5 (runwayml/stable-diffusion-v1-5) -----------------------------------------------------
+# --- the real architectures: the configs that ship with the pack (trainer/models/configs), read here so
+# the tests build exactly what the loader converts single files against.
+_CONFIGS = Path(__file__).resolve().parents[2] / "trainer" / "models" / "configs"
 
-SD15_UNET_CONFIG = {
-    "act_fn": "silu",
-    "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "center_input_sample": False,
-    "cross_attention_dim": 768,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
-    "sample_size": 64,
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-}
 
-SD15_VAE_CONFIG = {
-    "act_fn": "silu",
-    "block_out_channels": [128, 256, 512, 512],
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "in_channels": 3,
-    "latent_channels": 4,
-    "layers_per_block": 2,
-    "norm_num_groups": 32,
-    "out_channels": 3,
-    "sample_size": 512,
-    "scaling_factor": 0.18215,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-}
+def _load(family: str, part: str) -> dict:
+    name = "scheduler_config.json" if part == "scheduler" else "config.json"
+    d = json.loads((_CONFIGS / family / part / name).read_text())
+    d.pop("_class_name", None)
+    return d
 
-# CLIP ViT-L/14 text tower (SD1.x text_encoder; also SDXL's text_encoder).
-CLIP_L_TEXT_CONFIG = {
-    "attention_dropout": 0.0,
-    "bos_token_id": 0,
-    "dropout": 0.0,
-    "eos_token_id": 2,
-    "hidden_act": "quick_gelu",
-    "hidden_size": 768,
-    "initializer_factor": 1.0,
-    "initializer_range": 0.02,
-    "intermediate_size": 3072,
-    "layer_norm_eps": 1e-05,
-    "max_position_embeddings": 77,
-    "num_attention_heads": 12,
-    "num_hidden_layers": 12,
-    "pad_token_id": 1,
-    "projection_dim": 768,
-    "vocab_size": 49408,
-}
+
+SD15_UNET_CONFIG = _load("sd15", "unet")
+SD15_VAE_CONFIG = _load("sd15", "vae")
+CLIP_L_TEXT_CONFIG = _load("sd15", "text_encoder")
 SD15_TEXT_ENCODER_CONFIG = CLIP_L_TEXT_CONFIG
-
-SD15_SCHEDULER_CONFIG = {
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "num_train_timesteps": 1000,
-    "prediction_type": "epsilon",
-    "set_alpha_to_one": False,
-    "steps_offset": 1,
-}
-
-# --- SDXL base 1.0 ------------------------------------------------------------------------------
-
-SDXL_UNET_CONFIG = {
-    "act_fn": "silu",
-    "addition_embed_type": "text_time",
-    "addition_embed_type_num_heads": 64,
-    "addition_time_embed_dim": 256,
-    "attention_head_dim": [5, 10, 20],
-    "block_out_channels": [320, 640, 1280],
-    "center_input_sample": False,
-    "cross_attention_dim": 2048,
-    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
-    "projection_class_embeddings_input_dim": 2816,
-    "sample_size": 128,
-    "transformer_layers_per_block": [1, 2, 10],
-    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    "use_linear_projection": True,
-}
-
-SDXL_VAE_CONFIG = dict(SD15_VAE_CONFIG, sample_size=1024, scaling_factor=0.13025, force_upcast=True)
-
-# OpenCLIP ViT-bigG/14 text tower (SDXL text_encoder_2, CLIPTextModelWithProjection).
-CLIP_G_TEXT_CONFIG = {
-    "attention_dropout": 0.0,
-    "bos_token_id": 0,
-    "dropout": 0.0,
-    "eos_token_id": 2,
-    "hidden_act": "gelu",
-    "hidden_size": 1280,
-    "initializer_factor": 1.0,
-    "initializer_range": 0.02,
-    "intermediate_size": 5120,
-    "layer_norm_eps": 1e-05,
-    "max_position_embeddings": 77,
-    "num_attention_heads": 20,
-    "num_hidden_layers": 32,
-    "pad_token_id": 1,
-    "projection_dim": 1280,
-    "vocab_size": 49408,
-}
-
-SDXL_SCHEDULER_CONFIG = dict(SD15_SCHEDULER_CONFIG, interpolation_type="linear", timestep_spacing="leading")
+SD15_SCHEDULER_CONFIG = _load("sd15", "scheduler")
+SDXL_UNET_CONFIG = _load("sdxl", "unet")
+SDXL_VAE_CONFIG = _load("sdxl", "vae")
+CLIP_G_TEXT_CONFIG = _load("sdxl", "text_encoder_2")
+SDXL_SCHEDULER_CONFIG = _load("sdxl", "scheduler")
 
 # --- tiny shapes for unit tests -----------------------------------------------------------------
 

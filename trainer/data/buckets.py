@@ -57,7 +57,7 @@ def plan_buckets(sizes: list[tuple[int, int]], resolution: int, step: int = 64) 
         counts: dict[tuple[int, int], int] = {}
         for b in plan:
             counts[b] = counts.get(b, 0) + 1
-        log.info("buckets at %d px: %s", resolution,
+        log.debug("buckets at %d px: %s", resolution,
                  ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(counts.items(), key=lambda kv: -kv[1])))
     return plan
 
