@@ -6,7 +6,6 @@ their INPUT_TYPES), so every `comfy` / `folder_paths` / `server` import happens 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 log = logging.getLogger("lora_studio.nodes")
@@ -159,7 +158,5 @@ def _eta(seconds: float) -> str:
 
 
 def allowed_roots() -> list[Path]:
-    """ComfyUI's input folder, plus what the operator adds in LORA_STUDIO_ALLOWED_ROOTS (os.pathsep-separated)."""
-    roots = [input_dir()]
-    roots += [Path(p) for p in os.environ.get("LORA_STUDIO_ALLOWED_ROOTS", "").split(os.pathsep) if p.strip()]
-    return roots
+    """ComfyUI's input folder; trainer.data.confine adds what the operator lists in LORA_STUDIO_ALLOWED_ROOTS."""
+    return [input_dir()]

@@ -4,9 +4,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ..trainer import DatasetError
-from ..trainer.data import load_dataset
-from ..trainer.data.discover import inside
+from ..trainer.data import confine
 from .comfy_bridge import CATEGORY, DATASET_TYPE, allowed_roots, input_dir
 
 
@@ -26,18 +24,14 @@ def dataset_choices() -> list[str]:
 
 def resolve_dataset(name: str) -> Path:
     """The dataset's folder, confined to the allowed roots; a ZIP is imported once next to itself."""
-    path = Path(name) if Path(name).is_absolute() else input_dir() / name
-    roots = allowed_roots()
-    if not any(inside(r, path) for r in roots):
-        raise DatasetError(f"'{name}' lies outside ComfyUI's input folder. Fix: put the dataset into "
-                           f"{roots[0]} (or ask the server operator to add its folder to LORA_STUDIO_ALLOWED_ROOTS).")
+    path = confine(name, allowed_roots())  # input folder + LORA_STUDIO_ALLOWED_ROOTS; names are relative to input
     if path.suffix.lower() == ".zip" and path.is_file():
         return _import_zip_once(path)
     return path
 
 
 def _import_zip_once(zip_path: Path) -> Path:
-    from ..trainer.data import import_zip  # added with the dataset hardening (ZIP checks, limits)
+    from ..trainer.data import import_zip
 
     digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()[:10]
     target = zip_path.with_name(f"{zip_path.stem}-{digest}")
@@ -81,12 +75,9 @@ class LoadDataset:
 
 
 def _checked(root: Path, trigger: str, placeholder: str):
-    try:
-        from ..trainer.data import check_dataset
-    except ImportError:  # before the quality report existed: discovery warnings only
-        ds = load_dataset(root, trigger, placeholder)
-        lines = [f"{len(ds.samples)} images in {root.name}"] + [f"warning: {w}" for w in ds.warnings]
-        return ds, "\n".join(lines)
+    from ..trainer.data import check_dataset
+
+    # Judged at 512 px here; Train LoRA checks again at the run's own resolution and preset.
     ds, rep = check_dataset(root, resolution=512, trigger_token=trigger, placeholder=placeholder,
                             allowed_roots=allowed_roots())
     return ds, rep.to_text()

@@ -89,7 +89,9 @@ class TrainLoRA:
         callbacks = Callbacks(on_step=on_step, should_stop=interrupted, on_message=reporter.text,
                               on_preview=lambda step, images, prompts, neg: reporter.preview(step, images[0]))
         try:
-            result = run_job(cfg, callbacks, dataset=dataset.get("dataset"), write_lora=False)
+            # run_job checks the dataset again, now with the run's resolution and preset, and keeps the
+            # report in the job record (Load Dataset could only judge it at a default size)
+            result = run_job(cfg, callbacks, write_lora=False)
         except TrainingCancelled as e:
             reporter.text(str(e))
             if interrupt is not None:

@@ -333,7 +333,10 @@ class Trainer:
                 extras: dict[str, torch.Tensor] = {}
                 for _ in range(cfg.gradient_accumulation_steps):
                     if self._stop_requested():
-                        raise TrainingCancelled(self.step)
+                        raise TrainingCancelled(self.step, (
+                            f"Training was cancelled after step {self.step} of {total}; no LoRA was written. "
+                            + ("A checkpoint of this step was kept: queue the same job again (Train LoRA's resume: "
+                               "auto) or run it with --set resume_from=latest to continue." if self.step else "")))
                     with acc.accumulate(*self.models):
                         loss, parts = self._micro_step()
                         acc.backward(loss)
