@@ -128,7 +128,9 @@ class ConfigureLoRA:
                                     "auto: bf16 on GPUs that have it, else fp16 on a GPU, 'no' on the CPU."}),
                 "gradient_checkpointing": ([KEEP, "on", "off"], {"default": KEEP, "tooltip":
                                            "Saves GPU memory for about 30 % more time per step."}),
-                "seed": ("INT", {"default": 42, "min": 0, "max": 2**32 - 1, "tooltip":
+                # no "control after generate" widget: a seed that changed itself after each run would break
+                # "same seed + same settings + same data = the same LoRA"
+                "seed": ("INT", {"default": 42, "min": 0, "max": 2**32 - 1, "control_after_generate": False, "tooltip":
                                  "Same seed + same settings + same data = the same LoRA."}),
                 "class_prompt": ("STRING", {"default": "", "tooltip": "DreamBooth-style prior preservation: a prompt "
                                  "for the general class, e.g. 'portrait of a person'. When set, class pictures are "
@@ -160,4 +162,5 @@ class ConfigureLoRA:
 
     def configure(self, **kw):
         cfg = make_config(kw)
-        return (cfg.to_dict(), headless_command(cfg))
+        command = headless_command(cfg)
+        return {"ui": {"command": [command]}, "result": (cfg.to_dict(), command)}  # ui: the copy-command panel

@@ -112,4 +112,5 @@ class TrainLoRA:
                 "family": result.family}
         out_model, out_clip = (apply_lora(model, clip, result.tensors) if (model is not None or clip is not None)
                                else (None, None))
-        return (lora, out_model, out_clip, summary)
+        # ui.loss: the chart also shows a run that ComfyUI served from its cache (no step events then)
+        return {"ui": {"loss": result.record["metrics"]["losses"]}, "result": (lora, out_model, out_clip, summary)}

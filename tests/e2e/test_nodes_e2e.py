@@ -33,13 +33,7 @@ def dataset_name(comfy_server) -> str:
 
 def api_prompt(ckpt: str, dataset: str, name: str, steps: int = 3) -> dict:
     """The shipped API-format example, shrunk to 64 px and a few steps for a CPU."""
-    example = REPO / "example_workflows" / "train_api.json"
-    prompt = json.loads(example.read_text()) if example.is_file() else {
-        "1": {"class_type": "LoraStudio_LoadDataset", "inputs": {"dataset": "", "trigger_token": ""}},
-        "2": {"class_type": "LoraStudio_ConfigureLoRA", "inputs": {"ckpt_name": "", "preset": "Fotostudio – Schnellstart",
-                                                                   "name": "", "seed": 42}},
-        "3": {"class_type": "LoraStudio_TrainLoRA", "inputs": {"dataset": ["1", 0], "config": ["2", 0]}},
-        "4": {"class_type": "LoraStudio_SaveLoRAToModels", "inputs": {"lora": ["3", 0], "filename": ""}}}
+    prompt = json.loads((REPO / "example_workflows" / "api" / "train_api.json").read_text())
     by_type = {node["class_type"]: node for node in prompt.values()}
     by_type["LoraStudio_LoadDataset"]["inputs"].update(dataset=dataset, trigger_token="wcfox")
     conf = by_type["LoraStudio_ConfigureLoRA"]["inputs"]

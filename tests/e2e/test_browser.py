@@ -1,0 +1,471 @@
+"""The frontend extension in a real browser: headless Chromium (Chrome DevTools protocol over
+websocket-client) against a real ComfyUI server with this pack installed.
+
+It loads the UI, opens the example workflows, checks that they survive the frontend unchanged (the
+same widgets_values after a load/save, the same API prompt as api/train_api.json), runs a tiny real
+training from the browser (64 px, a few steps, the random SD1.5-shaped checkpoint), checks that the
+loss chart on Train LoRA received the points, presses "Copy command" on Configure LoRA and reads the
+clipboard, and shows the German locale. Screenshots go to test-artifacts/ (gitignored); the one of the
+finished run also to docs/screenshots/training_run.png for the README.
+
+Needs COMFYUI_PATH (see conftest.py) and Chromium at /usr/bin/chromium (or $CHROMIUM); skips, saying
+which, where either is missing. LORA_STUDIO_BROWSER_STEPS sets the training steps (default 3).
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import ComfyServer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.e2e]
+browser = pytest.mark.browser
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+README_SHOT = REPO_ROOT / "docs" / "screenshots" / "training_run.png"
+WORKFLOWS = REPO_ROOT / "example_workflows"
+STEPS = int(os.environ.get("LORA_STUDIO_BROWSER_STEPS", "3"))
+VIEWPORT = (1600, 1000)
+
+# Page-side helpers, evaluated before each snippet.
+PRELUDE = """
+const app = window.comfyAPI.app.app;
+const api = window.comfyAPI.api.api;
+const byType = (t) => app.graph._nodes.filter((n) => n.type === t);
+const one = (t) => { const ns = byType(t); if (ns.length !== 1) throw new Error(`${ns.length} nodes of ${t}`); return ns[0]; };
+const widget = (n, name) => { const w = n.widgets.find((w) => w.name === name); if (!w) throw new Error(`no widget ${name}`); return w; };
+const setWidget = (n, name, value) => { const w = widget(n, name); w.value = value; w.callback?.(w.value); };
+"""
+
+
+# ----------------------------------------------------------------------------------- a tiny CDP client
+
+
+class CDPError(RuntimeError):
+    pass
+
+
+class Page:
+    """One page target of a Chromium started here, driven over the DevTools protocol."""
+
+    def __init__(self, proc: subprocess.Popen, ws_url: str, profile: Path, log_path: Path):
+        import websocket  # websocket-client
+
+        self.proc, self.profile, self.log_path = proc, profile, log_path
+        self.ws = websocket.create_connection(ws_url, timeout=60, suppress_origin=True)
+        self._id = 0
+        self.events: list[dict] = []
+
+    def call(self, method: str, timeout: float = 120, **params):
+        self._id += 1
+        mid = self._id
+        self.ws.send(json.dumps({"id": mid, "method": method, "params": params}))
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"CDP {method}: no answer in {timeout}s")
+            self.ws.settimeout(left)
+            msg = json.loads(self.ws.recv())
+            if msg.get("method") == "Page.javascriptDialogOpening":
+                # "Leave site? Changes you made may not be saved." must not block a reload.
+                self._id += 1
+                self.ws.send(json.dumps({"id": self._id, "method": "Page.handleJavaScriptDialog",
+                                         "params": {"accept": True}}))
+            if msg.get("id") == mid:
+                if "error" in msg:
+                    raise CDPError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def js(self, body: str, timeout: float = 120, gesture: bool = False):
+        """Run `body` (may `await`, should `return`) in the page with the PRELUDE; the value as JSON."""
+        expr = f"(async () => {{ {PRELUDE}\n{body}\n}})()"
+        r = self.call("Runtime.evaluate", timeout=timeout, expression=expr, awaitPromise=True, returnByValue=True,
+                      userGesture=gesture)
+        if "exceptionDetails" in r:
+            d = r["exceptionDetails"]
+            raise CDPError(f"page JS failed: {d.get('exception', {}).get('description') or d.get('text')}")
+        return r.get("result", {}).get("value")
+
+    def wait_for(self, body: str, timeout: float, what: str, poll: float = 0.5):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(CDPError):
+                last = self.js(body, timeout=30)
+                if last:
+                    return last
+            time.sleep(poll)
+        raise TimeoutError(f"waited {timeout}s for {what}; last value {last!r}")
+
+    def screenshot(self, *paths: Path) -> bytes:
+        data = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
+        for p in paths:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        return data
+
+    def click(self, x: float, y: float) -> None:
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def console_problems(self) -> list[str]:
+        out = []
+        for e in self.events:
+            p = e.get("params", {})
+            if e.get("method") == "Runtime.exceptionThrown":
+                d = p.get("exceptionDetails", {})
+                out.append(f"exception: {d.get('exception', {}).get('description') or d.get('text')}")
+            elif e.get("method") == "Runtime.consoleAPICalled" and p.get("type") in ("error", "warning"):
+                out.append(f"console.{p['type']}: " + " ".join(str(a.get("value", a.get("description", "")))
+                                                           for a in p.get("args", [])))
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.ws.close()
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)  # Chromium and its helpers: the group we started
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def launch_chromium(log_path: Path) -> Page:
+    import requests
+
+    profile = Path(tempfile.mkdtemp(prefix="lora-studio-chrome-"))
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-default-apps", "--no-default-browser-check", "--mute-audio",
+            f"--user-data-dir={profile}", "--remote-debugging-port=0", "--remote-allow-origins=*",
+            f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}", "about:blank"]
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    log.close()
+    port_file = profile / "DevToolsActivePort"
+    deadline = time.monotonic() + 60
+    while not (port_file.is_file() and port_file.read_text().strip()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"Chromium did not start (exit {proc.poll()}):\n{log_path.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.2)
+    port = int(port_file.read_text().split()[0])
+    targets = requests.get(f"http://127.0.0.1:{port}/json/list", timeout=30).json()
+    page = next(t for t in targets if t.get("type") == "page")
+    return Page(proc, page["webSocketDebuggerUrl"], profile, log_path)
+
+
+# ----------------------------------------------------------------------------------- fixtures
+
+
+def _settings(server: ComfyServer, **values) -> None:
+    r = server.post("/settings", json=values)
+    r.raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Checked before the server starts, so a machine without a browser skips at once."""
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.skip(f"no Chromium at {CHROMIUM}: install it (Debian: apt-get install -y chromium) or set CHROMIUM")
+    try:
+        import websocket  # noqa: F401  (websocket-client)
+    except ImportError:
+        pytest.skip("websocket-client is not installed in this Python: pip install websocket-client")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def ui(chromium, comfy_server: ComfyServer, sd15_checkpoint):
+    """Chromium on ComfyUI's page, the sample dataset in the server's input folder."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    dst = comfy_server.input_dir / "watercolor_fox"
+    if not dst.exists():
+        shutil.copytree(REPO_ROOT / "example_data" / "watercolor_fox", dst)
+    # A returning user in English (no template browser on first visit, no locale guessing), and a
+    # canvas without tabs, minimap and fps counter, for screenshots a README can show.
+    _settings(comfy_server, **{"Comfy.TutorialCompleted": True, "Comfy.Locale": "en",
+                               "Comfy.Workflow.WorkflowTabsPosition": "Sidebar", "Comfy.Minimap.Visible": False,
+                               "Comfy.Graph.CanvasInfo": False})
+    page = launch_chromium(ARTIFACTS / "chromium.log")
+    try:
+        for domain in ("Page", "Runtime"):
+            page.call(f"{domain}.enable")
+        page.call("Emulation.setFocusEmulationEnabled", enabled=True)  # clipboard needs a focused page
+        page.call("Emulation.setDeviceMetricsOverride", width=VIEWPORT[0], height=VIEWPORT[1],
+                  deviceScaleFactor=1, mobile=False)
+        page.call("Browser.grantPermissions", origin=comfy_server.base_url,
+                  permissions=["clipboardReadWrite", "clipboardSanitizedWrite"])
+        open_ui(page, comfy_server)
+        yield page
+    finally:
+        (ARTIFACTS / "browser_console.txt").write_text("\n".join(page.console_problems()) + "\n")
+        page.close()
+
+
+def open_ui(page: Page, server: ComfyServer) -> None:
+    page.call("Page.navigate", url=server.base_url + "/")
+    page.wait_for("return !!(window.comfyAPI?.app?.app?.graph && window.comfyAPI.app.app.canvas "
+                  "&& LiteGraph.registered_node_types['LoraStudio_TrainLoRA'])", 180, "the ComfyUI page")
+
+
+def load_workflow(page: Page, path: Path) -> None:
+    page.js(f"await app.loadGraphData({path.read_text(encoding='utf-8')}, true, true, {json.dumps(path.stem)});"
+            "await new Promise((r) => setTimeout(r, 500)); return true;")
+
+
+def _workflow_helpers():
+    from tests.test_workflows import build_registry, load_nodes, strip_meta, ui_to_api
+
+    mp = pytest.MonkeyPatch()
+    reg = build_registry(load_nodes(), mp)
+    return reg, ui_to_api, strip_meta, mp
+
+
+# ----------------------------------------------------------------------------------- server-side checks
+
+
+def test_core_node_table_matches_the_server(comfy_server: ComfyServer):
+    """tests/test_workflows.py checks the workflows against a written-down table of core nodes in CI;
+    here the table is checked against this ComfyUI, with the values the workflows use."""
+    from tests.test_workflows import CORE_NODES, WORKFLOWS as WF_DIR
+
+    info = comfy_server.object_info()
+    used = {}
+    for path in WF_DIR.rglob("*.json"):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        nodes = data.get("nodes") or [{"type": n["class_type"], "api_inputs": n["inputs"]} for n in data.values()]
+        for n in nodes:
+            used.setdefault(n["type"], []).append(n)
+    for name, spec in CORE_NODES.items():
+        assert name in info, f"{name} is not a node of this ComfyUI"
+        real = info[name]["input"]
+        order = info[name].get("input_order", {})
+        for section in ("required", "optional"):
+            ours = list((spec["input"].get(section) or {}).items())
+            names = order.get(section) or list((real.get(section) or {}))
+            assert [k for k, _ in ours] == list(names), f"{name}.{section} inputs in another order or set: {names}"
+            for key, (typ, opts) in ours:
+                rtype, ropts = real[section][key][0], (real[section][key] + [{}])[1]
+                if typ == "COMBO":
+                    assert isinstance(rtype, list) or rtype == "COMBO", f"{name}.{key} is no combo here"
+                else:
+                    assert rtype == typ, f"{name}.{key}: {rtype} here, {typ} in the table"
+                    for bound in ("min", "max"):
+                        if bound in opts:
+                            assert ropts.get(bound) == opts[bound], f"{name}.{key}.{bound}: {ropts.get(bound)}"
+        assert tuple(info[name]["output"]) == spec["output"], name
+        assert bool(info[name].get("output_node")) == spec["output_node"], name
+    # The combo values the example workflows choose exist here (file lists aside).
+    ks = info["KSampler"]["input"]["required"]
+    for n in used.get("KSampler", []):
+        values = n.get("widgets_values")
+        if values:
+            assert values[4] in ks["sampler_name"][0] and values[5] in ks["scheduler"][0], values
+
+
+def test_server_serves_the_extension_the_templates_and_the_locales(comfy_server: ComfyServer):
+    exts = comfy_server.get("/extensions").json()
+    for js in ("lora_studio.js", "lora_studio_chart.js", "lora_studio_panel.js"):
+        assert f"/extensions/lora_studio/{js}" in exts, exts
+    served = comfy_server.get("/extensions/lora_studio/presets.json").json()
+    assert served == json.loads((REPO_ROOT / "web" / "presets.json").read_text(encoding="utf-8"))
+    templates = comfy_server.get("/workflow_templates").json()
+    assert sorted(templates.get("lora_studio", [])) == sorted(p.stem for p in WORKFLOWS.glob("*.json")), templates
+    assert "train_api" not in templates["lora_studio"], "an API prompt must not be offered as a template"
+    served = comfy_server.get("/api/workflow_templates/lora_studio/train_from_folder.json").json()
+    assert served == json.loads((WORKFLOWS / "train_from_folder.json").read_text(encoding="utf-8"))
+    i18n = comfy_server.get("/i18n").json()
+    for lang in ("en", "de"):
+        defs = i18n[lang]["nodeDefs"]
+        assert defs["LoraStudio_TrainLoRA"]["display_name"], lang
+        assert i18n[lang]["loraStudio"]["command"]["copy"], lang
+    assert i18n["de"]["nodeDefs"]["LoraStudio_TrainLoRA"]["display_name"] == "LoRA trainieren (LoRA Studio)"
+
+
+# ----------------------------------------------------------------------------------- in the browser
+
+
+@browser
+def test_example_workflows_open_unchanged_and_show_our_widgets(ui: Page):
+    reg, ui_to_api, strip_meta, mp = _workflow_helpers()
+    try:
+        for path in sorted(WORKFLOWS.glob("*.json")):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if "nodes" not in data:
+                continue  # API format: not a graph
+            load_workflow(ui, path)
+            got = ui.js("""
+                const saved = app.graph.serialize();
+                const p = await app.graphToPrompt();
+                return {types: app.graph._nodes.map((n) => n.type),
+                        widgets: Object.fromEntries(saved.nodes.map((n) => [n.id, n.widgets_values ?? []])),
+                        prompt: p.output,
+                        small: app.graph._nodes.filter((n) => n.type.startsWith('LoraStudio_'))
+                          .filter((n) => n.size[1] + 1 < n.computeSize()[1] || n.size[0] + 1 < n.computeSize()[0])
+                          .map((n) => [n.type, n.size, n.computeSize()])};
+            """)
+            assert sorted(got["types"]) == sorted(n["type"] for n in data["nodes"]), path.name
+            for node in data["nodes"]:
+                assert got["widgets"][str(node["id"])] == node["widgets_values"], \
+                    f"{path.name} node {node['id']} ({node['type']}): the frontend reads widgets_values differently"
+            assert strip_meta(got["prompt"]) == ui_to_api(data, reg), f"{path.name}: graphToPrompt differs"
+            assert not got["small"], f"{path.name}: node sizes smaller than their widgets need: {got['small']}"
+            if path.name == "train_from_folder.json":
+                api = json.loads((WORKFLOWS / "api" / "train_api.json").read_text(encoding="utf-8"))
+                assert strip_meta(got["prompt"]) == strip_meta(api), "api/train_api.json is not what the UI queues"
+    finally:
+        mp.undo()
+
+    load_workflow(ui, WORKFLOWS / "train_from_folder.json")
+    state = ui.js("""
+        const train = one('LoraStudio_TrainLoRA'), conf = one('LoraStudio_ConfigureLoRA');
+        const panel = conf.loraStudioPanel;
+        const before = panel.root.querySelector('.ls-head').textContent;
+        setWidget(conf, 'preset', 'Atelier – Detailtreue');
+        setWidget(conf, 'rank', 16);
+        await new Promise((r) => setTimeout(r, 100));
+        const after = panel.root.querySelector('.ls-head').textContent;
+        const overridden = [...panel.root.querySelectorAll('.ls-value.ls-over')].map((d) => d.title);
+        setWidget(conf, 'preset', 'Fotostudio – Schnellstart');
+        setWidget(conf, 'rank', 0);
+        const saved = app.graph.serialize().nodes.find((n) => n.id === conf.id).widgets_values;
+        return {chart: Array.isArray(train.lossPoints), canvas: !!train.loraStudioChart?.canvas?.isConnected,
+                before, after, overridden, copyDisabled: panel.copyButton.disabled, saved};
+    """)
+    assert state["chart"] and state["canvas"], "Train LoRA has no loss chart"
+    assert state["before"] == "Fotostudio – Schnellstart" and state["after"] == "Atelier – Detailtreue", state
+    assert state["overridden"] == ["rank"], state
+    assert state["copyDisabled"], "nothing to copy before the node ran"
+    wf = json.loads((WORKFLOWS / "train_from_folder.json").read_text(encoding="utf-8"))
+    want = next(n for n in wf["nodes"] if n["type"] == "LoraStudio_ConfigureLoRA")["widgets_values"]
+    assert state["saved"] == want, "our DOM widgets must not add widgets_values"
+    ui.screenshot(ARTIFACTS / "workflow_loaded.png")
+
+
+@browser
+def test_training_run_fills_the_loss_chart_and_copies_the_command(ui: Page, comfy_server: ComfyServer,
+                                                                  sd15_checkpoint):
+    load_workflow(ui, WORKFLOWS / "train_from_folder.json")
+    extra = {"test_mode": True, "lr_warmup_steps": 0, "checkpointing_steps": 0}
+    name = f"browser_run_{int(time.time())}"
+    ui.js(f"""
+        const conf = one('LoraStudio_ConfigureLoRA');
+        setWidget(conf, 'ckpt_name', {json.dumps(sd15_checkpoint.name)});
+        setWidget(conf, 'name', {json.dumps(name)});
+        setWidget(conf, 'resolution', 64);
+        setWidget(conf, 'max_train_steps', {STEPS});
+        setWidget(conf, 'gradient_accumulation_steps', 1);
+        setWidget(conf, 'extra', {json.dumps(json.dumps(extra))});
+        window.__ls = {{loss: [], done: null}};
+        api.addEventListener('lora_studio.loss', (e) => window.__ls.loss.push(e.detail));
+        for (const [type, ok] of [['execution_success', true], ['execution_error', false], ['execution_interrupted', false]])
+          api.addEventListener(type, (e) => {{ window.__ls.done ??= {{ok, type, detail: e.detail}}; }});
+        await app.queuePrompt(0, 1);
+        return true;
+    """)
+    # Mid-run picture once the chart has its first point.
+    with contextlib.suppress(TimeoutError):
+        ui.wait_for("return one('LoraStudio_TrainLoRA').lossPoints.length > 0 || !!window.__ls.done", 900,
+                    "the first loss point")
+        ui.screenshot(ARTIFACTS / "training_in_progress.png")
+    done = ui.wait_for("return window.__ls.done", 1200, "the run to finish", poll=1.0)
+    if not done["ok"]:
+        ui.screenshot(ARTIFACTS / "training_failed.png")
+        d = done.get("detail") or {}
+        pytest.fail(f"the run failed in the server: {done['type']}: node {d.get('node_id')} ({d.get('node_type')}): "
+                    f"{d.get('exception_type')}: {d.get('exception_message')}\n" + "".join(d.get("traceback") or [])
+                    + "\n" + comfy_server.log_tail())
+    time.sleep(1.0)  # let the last websocket messages and a repaint arrive
+
+    run = ui.js("""
+        const train = one('LoraStudio_TrainLoRA'), conf = one('LoraStudio_ConfigureLoRA');
+        return {points: train.lossPoints.map((p) => [p.step, p.loss]), total: train.lossState.total,
+                events: window.__ls.loss.map((d) => [String(d.node), d.step, d.total]), trainId: String(train.id),
+                command: conf.loraStudioCommand ?? null, shown: conf.loraStudioPanel.commandArea.value};
+    """)
+    assert [e[1] for e in run["events"]] == list(range(1, STEPS + 1)), run["events"]
+    assert all(e[0] == run["trainId"] and e[2] == STEPS for e in run["events"]), run["events"]
+    assert [p[0] for p in run["points"]] == list(range(1, STEPS + 1)) and run["total"] == STEPS, run
+    assert all(isinstance(p[1], (int, float)) and p[1] == p[1] for p in run["points"]), run["points"]
+    saved = [p.name for p in comfy_server.loras_dir.glob(f"{name}*.safetensors")]
+    assert saved, f"no LoRA named {name}* in {comfy_server.loras_dir}"
+
+    ui.screenshot(ARTIFACTS / "training_run.png")
+    assert run["command"], ("Configure LoRA's command did not reach the browser: the node must return "
+                            "{'ui': {'command': [command]}, 'result': (config, command)} (nodes/configure.py)")
+    assert "accelerate launch -m trainer train" in run["command"] and "--preset fotostudio" in run["command"]
+    assert run["shown"] == run["command"]
+    ui.screenshot(ARTIFACTS / "training_run.png", README_SHOT)
+
+    # Press "Copy command" like a person would, then read the clipboard.
+    rect = ui.js("""
+        const b = one('LoraStudio_ConfigureLoRA').loraStudioPanel.copyButton;
+        b.scrollIntoView({block: 'center'});
+        const r = b.getBoundingClientRect();
+        return {x: r.x + r.width / 2, y: r.y + r.height / 2, disabled: b.disabled,
+                top: document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === b};
+    """)
+    assert not rect["disabled"] and rect["top"], f"the copy button is not clickable: {rect}"
+    ui.click(rect["x"], rect["y"])
+    copied = ui.wait_for("return one('LoraStudio_ConfigureLoRA').loraStudioCopied", 10, "the copy to finish")
+    assert copied["text"] == run["command"], copied
+    clip = ui.js("return await navigator.clipboard.readText();", gesture=True)
+    assert clip == run["command"], f"clipboard holds {clip!r} (copied via {copied['how']})"
+    status = ui.js("return one('LoraStudio_ConfigureLoRA').loraStudioPanel.statusEl.textContent")
+    assert status == "Copied.", status
+    ui.screenshot(ARTIFACTS / "command_copied.png")
+
+
+@browser
+def test_german_locale_names_the_nodes_and_the_panel(ui: Page, comfy_server: ComfyServer):
+    _settings(comfy_server, **{"Comfy.Locale": "de"})
+    try:
+        open_ui(ui, comfy_server)
+        load_workflow(ui, WORKFLOWS / "train_from_folder.json")
+        ui.js("await new Promise((r) => setTimeout(r, 500)); return true;")
+        got = ui.js("""
+            const conf = one('LoraStudio_ConfigureLoRA');
+            const train = one('LoraStudio_TrainLoRA');
+            return {title: train.title, confTitle: conf.title,
+                    input: train.inputs.find((i) => i.name === 'dataset').localized_name,
+                    copy: conf.loraStudioPanel.copyButton.textContent,
+                    head: conf.loraStudioPanel.root.querySelector('.ls-head').textContent};
+        """)
+        ui.screenshot(ARTIFACTS / "workflow_de.png")
+        assert got["title"] == "LoRA trainieren (LoRA Studio)", got
+        assert got["confTitle"] == "LoRA einstellen (LoRA Studio)", got
+        assert got["input"] == "Datensatz", got
+        assert got["copy"] == "Befehl kopieren", got
+        assert got["head"] == "Fotostudio – Schnellstart", "preset titles stay as the guide writes them"
+    finally:
+        _settings(comfy_server, **{"Comfy.Locale": "en"})
+
+
+@browser
+def test_no_errors_from_our_extension_in_the_console(ui: Page):
+    ours = [p for p in ui.console_problems() if "lora_studio" in p.lower() or "lora studio" in p.lower()]
+    assert not ours, ours

@@ -1,0 +1,213 @@
+// LoRA Studio frontend extension (plain ES module, no build step).
+//
+// Train LoRA:     a live loss chart on the node, fed by the server's "lora_studio.loss" websocket
+//                 event ({node, step, total, loss, lr, eta_s}, one per step). The points are kept on
+//                 the node as `node.lossPoints` ([{step, loss, lr}]); a run that starts at step 1 clears them.
+//                 If the node returns {"ui": {"loss": [one loss per step]}}, that history replaces them
+//                 when it finishes, and a cached re-run shows it too.
+// Configure LoRA: the chosen preset's values with this node's overrides (from web/presets.json, generated
+//                 from trainer/presets.py), and after the node ran, the headless command with a copy
+//                 button. The command comes from the node's `ui` output: {"ui": {"command": [text]}}.
+//
+// Callbacks already on the node type or node (onNodeCreated, onExecuted, onConfigure, onRemoved,
+// widget callbacks) are chained, never replaced.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+import { addLossPoint, drawLossChart, matchesNode, newLossState, setLossHistory } from "./lora_studio_chart.js";
+import { buildConfigurePanel, copyText, DEFAULT_STRINGS, findPreset, injectStyle } from "./lora_studio_panel.js";
+
+const TRAIN_NODE = "LoraStudio_TrainLoRA";
+const CONFIGURE_NODE = "LoraStudio_ConfigureLoRA";
+const LOSS_EVENT = "lora_studio.loss";
+const CHART_HEIGHT = 200;
+const PANEL_HEIGHT = 270;
+
+injectStyle(document);
+const strings = JSON.parse(JSON.stringify(DEFAULT_STRINGS));
+const onStrings = new Set(); // re-render hooks of live panels/charts
+const trainNodes = new Set();
+let presets = null;
+const presetsReady = fetch(new URL("./presets.json", import.meta.url))
+  .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`presets.json: HTTP ${r.status}`))))
+  .then((data) => { presets = data; return data; })
+  .catch((e) => { console.warn("[LoRA Studio] preset table not loaded", e); presets = {}; return presets; });
+
+function chain(target, name, fn) {
+  const previous = target[name];
+  target[name] = function (...args) {
+    const r = previous?.apply(this, args);
+    fn.apply(this, args);
+    return r;
+  };
+}
+
+function deepMerge(into, from) {
+  if (!from || typeof from !== "object") return into;
+  for (const [k, v] of Object.entries(from)) {
+    if (v && typeof v === "object" && !Array.isArray(v)) deepMerge((into[k] ??= {}), v);
+    else if (typeof v === "string") into[k] = v;
+  }
+  return into;
+}
+
+function currentLocale() {
+  const fromSettings = app.extensionManager?.setting?.get?.("Comfy.Locale")
+    ?? app.ui?.settings?.getSettingValue?.("Comfy.Locale");
+  return String(fromSettings || navigator.language || "en").split("-")[0];
+}
+
+/** Our strings from locales/<lang>/main.json, through ComfyUI's existing /i18n route. */
+async function loadStrings() {
+  try {
+    const all = await api.getCustomNodesI18n();
+    const lang = currentLocale();
+    deepMerge(strings, all?.en?.loraStudio);
+    if (lang !== "en") deepMerge(strings, all?.[lang]?.loraStudio);
+    for (const fn of onStrings) fn();
+  } catch (e) {
+    console.warn("[LoRA Studio] translations not loaded", e);
+  }
+}
+
+function addWidget(node, name, type, element, height) {
+  const widget = node.addDOMWidget(name, type, element, {
+    serialize: false, // not an input: keeps widgets_values and the prompt as INPUT_TYPES says
+    hideOnZoom: false,
+    getValue: () => "",
+    setValue: () => {},
+    getMinHeight: () => height,
+  });
+  widget.serialize = false;
+  return widget;
+}
+
+function growTo(node, minWidth) {
+  const size = node.computeSize();
+  node.setSize([Math.max(node.size[0], minWidth, size[0]), Math.max(node.size[1], size[1])]);
+}
+
+// ------------------------------------------------------------------------------------------ Train LoRA
+
+function setupLossChart(node) {
+  const state = newLossState();
+  const root = document.createElement("div");
+  root.className = "lora-studio-chart";
+  const canvas = document.createElement("canvas");
+  root.append(canvas);
+  addWidget(node, "loss_chart", "lora_studio_loss_chart", root, CHART_HEIGHT);
+
+  let frame = 0;
+  const draw = () => {
+    frame = 0;
+    const w = root.clientWidth, h = root.clientHeight;
+    if (!w || !h) return;
+    const dpr = window.devicePixelRatio || 1;
+    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(h * dpr);
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    drawLossChart(ctx, w, h, state, strings.chart);
+  };
+  const redraw = () => { if (!frame) frame = requestAnimationFrame(draw); };
+  new ResizeObserver(redraw).observe(root);
+  onStrings.add(redraw);
+
+  node.lossState = state;
+  node.lossPoints = state.points; // read by tests and other extensions: [{step, loss, lr}]
+  node.loraStudioChart = {
+    state, canvas, redraw,
+    add(detail) {
+      addLossPoint(state, detail);
+      redraw();
+      node.setDirtyCanvas?.(true, false);
+    },
+  };
+  trainNodes.add(node);
+  chain(node, "onRemoved", () => { trainNodes.delete(node); onStrings.delete(redraw); });
+  // A finished (or cached) run may send its whole loss history as the node's ui output {"loss": [...]}:
+  // the chart then survives a page reload's re-run from cache, which sends no step events.
+  chain(node, "onExecuted", (output) => {
+    if (Array.isArray(output?.loss) && output.loss.length) {
+      setLossHistory(state, output.loss);
+      redraw();
+    }
+  });
+  growTo(node, 380);
+  redraw();
+}
+
+api.addEventListener(LOSS_EVENT, ({ detail }) => {
+  if (!detail) return;
+  const live = [...trainNodes].filter((n) => n.graph);
+  let targets = live.filter((n) => String(n.id) === String(detail.node));
+  if (!targets.length) targets = live.filter((n) => matchesNode(detail.node, n.id));
+  if (!targets.length && detail.node == null && live.length === 1) targets = live;
+  for (const n of targets) n.loraStudioChart.add(detail);
+});
+
+// ------------------------------------------------------------------------------------------ Configure LoRA
+
+function widgetValues(node) {
+  const out = {};
+  for (const w of node.widgets ?? []) if (w.serialize !== false) out[w.name] = w.value;
+  return out;
+}
+
+function setupConfigurePanel(node) {
+  const panel = buildConfigurePanel(strings, async () => {
+    const text = node.loraStudioCommand;
+    if (!text) return;
+    try {
+      const how = await copyText(text);
+      node.loraStudioCopied = { text, how };
+      panel.setStatus(strings.command.copied);
+    } catch (e) {
+      node.loraStudioCopied = { text: null, how: "failed", error: String(e) };
+      panel.setStatus(strings.command.copyFailed);
+      panel.commandArea.focus();
+      panel.commandArea.select();
+    }
+  });
+  addWidget(node, "preset_details", "lora_studio_preset_panel", panel.root, PANEL_HEIGHT);
+  node.loraStudioPanel = panel;
+
+  const refresh = () => {
+    if (presets === null) { presetsReady.then(refresh); return; }
+    const values = widgetValues(node);
+    panel.update(findPreset(presets, values.preset), values);
+  };
+  const restring = () => { panel.setStrings(strings); refresh(); };
+  onStrings.add(restring);
+  chain(node, "onRemoved", () => onStrings.delete(restring));
+  for (const w of node.widgets ?? []) {
+    if (w.serialize === false) continue;
+    chain(w, "callback", refresh); // combo picks, number edits, the extra textarea
+  }
+  chain(node, "onConfigure", refresh); // a loaded workflow sets values without callbacks
+  chain(node, "onExecuted", (output) => {
+    const command = Array.isArray(output?.command) ? output.command[0] : output?.command;
+    if (typeof command !== "string") return;
+    node.loraStudioCommand = command;
+    panel.setCommand(command);
+  });
+  growTo(node, 420);
+  refresh();
+}
+
+// ------------------------------------------------------------------------------------------ registration
+
+app.registerExtension({
+  name: "LoRAStudio.UI",
+  async setup() {
+    await loadStrings();
+  },
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData?.name === TRAIN_NODE) {
+      chain(nodeType.prototype, "onNodeCreated", function () { setupLossChart(this); });
+    } else if (nodeData?.name === CONFIGURE_NODE) {
+      chain(nodeType.prototype, "onNodeCreated", function () { setupConfigurePanel(this); });
+    }
+  },
+});
