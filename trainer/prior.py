@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from .config import TrainConfig
-from .data import Sample
+from .data import IMAGE_EXTENSIONS, Sample
 from .errors import DatasetError, TrainingCancelled
 from .models import BaseModel
 
@@ -35,7 +35,6 @@ Generate = Callable[[str, int, int, int, int], Image.Image]
 CACHE_FORMAT = "lora-studio-class-images-v1"  # in every key: a change in rendering invalidates old sets
 CLASS_GUIDANCE = 7.5  # the pipelines' default, as in diffusers' DreamBooth script
 SAMPLER = "DPMSolverMultistepScheduler"  # good pictures in 20–25 steps; the training DDPM needs ~1000
-CLASS_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # same set as trainer.data.IMAGE_EXTENSIONS
 MANIFEST = "manifest.json"
 
 
@@ -86,7 +85,7 @@ def cache_key(model_id: str, class_prompt: str, resolution: int, steps: int, see
 def user_class_images(folder: Path, class_prompt: str, limit: int) -> list[Sample]:
     """The first `limit` pictures (sorted by path) under `folder`; nothing outside it, nothing hidden."""
     root = folder.expanduser()
-    fix = (f"put pictures of '{class_prompt}' ({', '.join(CLASS_EXTENSIONS)}) into it, or leave class_data_dir "
+    fix = (f"put pictures of '{class_prompt}' ({', '.join(IMAGE_EXTENSIONS)}) into it, or leave class_data_dir "
            "empty to render them with the base model")
     if not root.is_dir():
         raise DatasetError(f"class_data_dir '{root}' is not a folder. Fix: {fix}.")
@@ -96,7 +95,7 @@ def user_class_images(folder: Path, class_prompt: str, limit: int) -> list[Sampl
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX")
         for name in files:
             path = Path(here) / name
-            if name.startswith(".") or path.suffix.lower() not in CLASS_EXTENSIONS:
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
                 continue
             if not path.resolve().is_relative_to(real_root):
                 log.warning("class image %s links outside %s; skipped", path, root)
