@@ -224,3 +224,14 @@ run_job(TrainConfig.from_dict(json.loads({json.dumps(json.dumps(cfg))})))
     assert tensors and "optimizer" in optim
     assert not (root / "step-000004").exists()  # the half-written one is only a hidden .partial folder
     assert not (tmp_path / "loras").exists()
+
+
+def test_lora_on_another_base_is_named(tmp_path, tiny_sd15, tiny_sdxl, sample_dataset, capsys):
+    from trainer.cli import main
+
+    res = run_job(_cfg(tmp_path, tiny_sd15, sample_dataset, max_train_steps=1))
+    assert main(["check", "--lora", str(res.lora_path), "--base", str(tiny_sd15)]) == 0
+    assert "was trained on tiny-sd15" in capsys.readouterr().out
+    assert main(["check", "--lora", str(res.lora_path), "--base", str(tiny_sdxl)]) == 1
+    out = capsys.readouterr().out
+    assert "trained on 'tiny-sd15'" in out and "applied to 'tiny-sdxl'" in out and "same base model" in out

@@ -84,6 +84,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Is this LoRA meant for this base model? (The guide's "colour shifts: wrong base model" row.)"""
+    from safetensors import safe_open
+
+    from .export import base_mismatch_warning
+    from .job import file_sha256
+
+    with safe_open(args.lora, "pt") as f:
+        metadata = f.metadata() or {}
+    base = Path(args.base)
+    warning = base_mismatch_warning(metadata, file_sha256(base), base.name)
+    print(f"warning: {warning}" if warning else f"ok: {Path(args.lora).name} was trained on {base.name}")
+    return 1 if warning else 0
+
+
 def cmd_presets(_: argparse.Namespace) -> int:
     for p in PRESETS.values():
         print(f"{p.key:11s} {p.title}  ({p.suited_for}; >= {p.min_vram_gb} GB VRAM)\n            {p.focus}")
@@ -117,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--demo", action="store_true", help="use the built-in TINY RANDOM demo model and sample data")
     t.set_defaults(func=cmd_train)
     sub.add_parser("presets", help="list presets and fields").set_defaults(func=cmd_presets)
+    c = sub.add_parser("check", help="check that a LoRA was trained on a base model (exit 1 if not)")
+    c.add_argument("--lora", required=True, help="the LoRA .safetensors")
+    c.add_argument("--base", required=True, help="the base checkpoint file or diffusers folder")
+    c.set_defaults(func=cmd_check)
     args = ap.parse_args(argv)
     try:
         return args.func(args)
