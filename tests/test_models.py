@@ -110,3 +110,48 @@ def test_shipped_real_configs_build_the_real_architectures():
             u = UNet2DConditionModel.from_config(json.loads((CONFIG_ROOT / fam / "unet" / "config.json").read_text()))
         counts[fam] = sum(p.numel() for p in u.parameters())
     assert 859e6 < counts["sd15"] < 860e6 and 865e6 < counts["sd2"] < 866e6 and 2.56e9 < counts["sdxl"] < 2.57e9
+
+
+def test_sd2_single_file_loads_as_v_prediction(tmp_path):
+    """SD 2.x: OpenCLIP-H text encoder under cond_stage_model.model., v-prediction unless named a 512/base model."""
+    from support.ldm_export import _prefixed, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+
+    from trainer.models import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "tiny-sd2", "sd2")
+    ref = load_base_model(folder)
+    assert ref.family == "sd2" and ref.prediction_type == "v_prediction"
+    sd = {**_prefixed("model.diffusion_model.", unet_to_ldm(ref.unet)), **_prefixed("first_stage_model.", vae_to_ldm(ref.vae)),
+          **_prefixed("cond_stage_model.model.", open_clip_to_ldm(ref.text_encoders[0]))}
+    save_ldm_checkpoint(tmp_path / "v2-1_768.safetensors", sd)
+    bm = load_base_model(tmp_path / "v2-1_768.safetensors", config_dir=str(CONFIG_ROOT / "tiny-sd2"),
+                         tokenizer_dir=str(folder / "tokenizer"))
+    assert bm.family == "sd2" and bm.prediction_type == "v_prediction"
+    assert bm.tokenizers[0].pad_token == "!"  # OpenCLIP pads with "!" (id 0), unlike SD 1.x
+    ids = tokenize(bm, ["a watercolor fox"])
+    with torch.no_grad():
+        torch.testing.assert_close(encode_tokens(bm, ids)[0], encode_tokens(ref, ids)[0], atol=1e-5, rtol=0)
+        x, t = torch.randn(1, 4, 8, 8), torch.tensor([500])
+        e = encode_tokens(ref, ids)[0]
+        torch.testing.assert_close(bm.unet(x, t, e).sample, ref.unet(x, t, e).sample, atol=1e-5, rtol=0)
+    # without a config_dir the file name decides, as the weights cannot tell
+    from trainer.models.load import sd2_prediction_type
+
+    assert sd2_prediction_type("v2-1_768-ema-pruned") == "v_prediction"
+    assert sd2_prediction_type("v2-1_512-ema-pruned") == "epsilon"
+    assert sd2_prediction_type("sd2-base") == "epsilon"
+
+
+def test_v_prediction_model_trains_and_its_loss_falls(tmp_path, sample_dataset):
+    from conftest import tiny_overrides
+
+    from trainer import TrainConfig
+    from trainer.job import run_job
+    from trainer.models import build_tiny_model
+
+    folder = build_tiny_model(tmp_path / "tiny-sd2", "sd2")
+    res = run_job(TrainConfig.from_dict(tiny_overrides(tmp_path, folder, sample_dataset, preview_every=-1,
+                                                       snr_gamma=5.0)))
+    m = res.record["metrics"]
+    assert res.record["base_model"]["prediction_type"] == "v_prediction"
+    assert m["eval_loss_after"] < 0.9 * m["eval_loss_before"], (m["eval_loss_before"], m["eval_loss_after"])

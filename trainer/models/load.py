@@ -167,11 +167,16 @@ def _load_single_file(path: Path, model_type: str, config_dir: str, tokenizer_di
     scheduler = DDPMScheduler.from_config(_config(root, "scheduler"))
     pred = scheduler.config.get("prediction_type", "epsilon")
     if family == "sd2" and not config_dir:
-        # 2.0-v / 2.1 (768 px) predict v; the 512 px "base" models predict noise. Weights can't tell.
-        pred = "epsilon" if "base" in path.stem.lower() or "512" in path.stem else "v_prediction"
+        pred = sd2_prediction_type(path.stem)
     tok_dir = find_tokenizer_dir(tokenizer_dir, near=root)
     toks = [load_clip_tokenizer(tok_dir, pad) for pad in _pad_tokens(family)]
     return BaseModel(family, unet, vae, tes, toks, scheduler, pred, path)
+
+
+def sd2_prediction_type(stem: str) -> str:
+    """SD 2.0-v / 2.1 (768 px) predict v; the 512 px "base" models predict noise. The weights can't tell,
+    so the file name decides (as A1111 and ComfyUI guess too); `prediction_type` in the config overrides."""
+    return "epsilon" if "base" in stem.lower() or "512" in stem else "v_prediction"
 
 
 def _from_config(cls, cfg: dict):

@@ -16,11 +16,11 @@ from .tokenizers import write_char_tokenizer
 
 log = logging.getLogger("lora_studio.models")
 
-TINY_FAMILIES = {"sd15": "tiny-sd15", "sdxl": "tiny-sdxl"}
+TINY_FAMILIES = {"sd15": "tiny-sd15", "sd2": "tiny-sd2", "sdxl": "tiny-sdxl"}
 
 
 def build_tiny_model(out_dir: str | Path, family: str = "sd15", seed: int = 0, config_root: Path | None = None) -> Path:
-    """Write a diffusers folder with random weights for `family` (sd15 / sdxl). Returns the folder."""
+    """Write a diffusers folder with random weights for `family` (sd15 / sd2 / sdxl). Returns the folder."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
