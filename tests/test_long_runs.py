@@ -235,3 +235,41 @@ def test_lora_on_another_base_is_named(tmp_path, tiny_sd15, tiny_sdxl, sample_da
     assert main(["check", "--lora", str(res.lora_path), "--base", str(tiny_sdxl)]) == 1
     out = capsys.readouterr().out
     assert "trained on 'tiny-sd15'" in out and "applied to 'tiny-sdxl'" in out and "same base model" in out
+
+
+def test_kill_during_the_final_save_leaves_no_file_under_a_final_name(tmp_path, tiny_sd15, sample_dataset):
+    import signal
+    import subprocess
+    import sys
+
+    first = run_job(_cfg(tmp_path, tiny_sd15, sample_dataset, max_train_steps=2))  # an earlier LoRA of this name
+    cfg = tiny_overrides(tmp_path, tiny_sd15, sample_dataset, max_train_steps=2, preview_every=-1)
+    script = tmp_path / "child.py"
+    script.write_text(f"""
+import sys, time, json, torch
+sys.path.insert(0, {str(os.getcwd())!r})
+torch.set_num_threads(1)
+import trainer.export as ex
+real = ex.safetensors_bytes
+def slow(tensors, metadata):
+    for i, chunk in enumerate(real(tensors, metadata)):
+        yield chunk
+        if i == 1 and "ss_network_dim" in metadata:  # the LoRA itself, half written
+            print("SAVING", flush=True); time.sleep(60)
+ex.safetensors_bytes = slow
+from trainer import TrainConfig
+from trainer.job import run_job
+run_job(TrainConfig.from_dict(json.loads({json.dumps(json.dumps(cfg))})))
+""")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    for line in proc.stdout:
+        if "SAVING" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    names = sorted(p.name for p in (tmp_path / "loras").iterdir())
+    assert "tiny.safetensors" in names and "tiny_2.safetensors" not in names, names
+    assert load_file(str(first.lora_path))  # the earlier file is whole
+    assert all(n.startswith(".") and n.endswith(".partial") for n in names
+               if n not in ("tiny.safetensors", "tiny.adapter_config.json")), names
