@@ -12,7 +12,7 @@ class SaveLoRAToModels:
     DESCRIPTION = ("Writes the LoRA into models/loras (kohya format: Load LoRA, A1111/Forge, InvokeAI and diffusers "
                    "read it), with its adapter_config and job record beside it. Never overwrites: an existing name "
                    "gets a number. The Load LoRA list shows the file without a restart.")
-    CATEGORY = "LoRA Studio"
+    CATEGORY = CATEGORY
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("lora_name",)
     OUTPUT_TOOLTIPS = ("The file name as Load LoRA lists it.",)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from conftest import REPO, tiny_overrides
 from safetensors.torch import load_file
 

@@ -20,7 +20,6 @@ def nodes():
 def with_checkpoint(nodes, monkeypatch, tmp_path):
     ckpt = tmp_path / "v1-5.safetensors"
     ckpt.write_bytes(b"")
-    bridge = importlib.import_module("lora_studio_pack.nodes.comfy_bridge")
     configure = importlib.import_module("lora_studio_pack.nodes.configure")
     monkeypatch.setattr(configure, "checkpoint_names", lambda: ["v1-5.safetensors"])
     monkeypatch.setattr(configure, "checkpoint_path", lambda name: str(ckpt))

@@ -226,8 +226,8 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError([Problem(k, data[k], "a known field", f"remove it or check its spelling; "
-                                       f"known fields are listed by `python -m trainer presets`") for k in unknown])
+            raise ConfigError([Problem(k, data[k], "a known field", "remove it or check its spelling; "
+                                       "known fields are listed by `python -m trainer presets`") for k in unknown])
         return cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()})
 
     @classmethod

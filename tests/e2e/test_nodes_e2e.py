@@ -2,10 +2,8 @@
 nothing, ComfyUI's patched UNet equals diffusers' reload, Cancel, and a second job queued behind."""
 from __future__ import annotations
 
-import copy
 import json
 import shutil
-import threading
 import time
 from pathlib import Path
 
