@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +53,24 @@ class ImageStats:
     sharpness: float  # variance of the Laplacian at an area of SHARPNESS_SIDE²
 
 
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
 def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, remembered by (path, size, mtime): the report, the dataset hash and the
+    latent cache all ask for it, and each picture should be read for it once per run, not three times."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key in _SHA_CACHE:
+        return _SHA_CACHE[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+    if len(_SHA_CACHE) > 100_000:  # a long-lived ComfyUI process: keep the memo bounded
+        _SHA_CACHE.clear()
+    _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
 
 
 def laplacian_variance(grey: np.ndarray) -> float:
