@@ -98,6 +98,7 @@ class Trainer:
         self.loss_terms: dict[str, list[float]] = {}  # per step, e.g. instance_loss / prior_loss
         self.eval_before: float | None = None
         self.position = {"items": (0, 0), "prior": (0, 0)}  # (epoch, batch index) per stream
+        self._epoch_memo: dict[str, tuple[int, list[list[int]]]] = {}
         self._setup_models()
         self._setup_optimizer()
 
@@ -158,14 +159,21 @@ class Trainer:
             batches += [perm[k:k + glob] for k in range(0, n, glob)]
         return [batches[b] for b in torch.randperm(len(batches), generator=g).tolist()]
 
+    def _batches_of(self, stream: str, items: list[Item], epoch: int) -> list[list[int]]:
+        """The epoch's batches, computed once per epoch rather than once per micro-batch."""
+        memo = self._epoch_memo.get(stream)
+        if memo is None or memo[0] != epoch:
+            memo = self._epoch_memo[stream] = (epoch, self._epoch_batches(items, epoch))
+        return memo[1]
+
     def _next_batch(self, stream: str) -> list[int]:
         """This process's share of the next global batch; advances the stream's (epoch, index)."""
         items = self.items if stream == "items" else self.prior_items
         epoch, pos = self.position[stream]
-        batches = self._epoch_batches(items, epoch)
+        batches = self._batches_of(stream, items, epoch)
         if pos >= len(batches):
             epoch, pos = epoch + 1, 0
-            batches = self._epoch_batches(items, epoch)
+            batches = self._batches_of(stream, items, epoch)
         self.position[stream] = (epoch, pos + 1)
         per, rank = self.cfg.train_batch_size, self.acc.process_index
         return batches[pos][rank * per:(rank + 1) * per]
