@@ -1,10 +1,10 @@
 """LoadDataset: a folder or ZIP from ComfyUI's input directory → a checked dataset and its report."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ..trainer.data import confine
+from ..trainer.data.quality import file_sha256
 from .comfy_bridge import CATEGORY, DATASET_TYPE, allowed_roots, input_dir
 
 
@@ -33,7 +33,7 @@ def resolve_dataset(name: str) -> Path:
 def _import_zip_once(zip_path: Path) -> Path:
     from ..trainer.data import import_zip
 
-    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()[:10]
+    digest = file_sha256(zip_path)[:10]  # streamed and remembered: a large ZIP is not read into memory
     target = zip_path.with_name(f"{zip_path.stem}-{digest}")
     if target.is_dir():  # the same ZIP was imported before: reuse it rather than unpack again
         return target

@@ -24,6 +24,7 @@ import torch
 
 from .config import TrainConfig
 from .data import Dataset, LatentCache, check_dataset, plan_buckets
+from .data.quality import file_sha256 as bytes_sha256
 from .encode import build_items, square_sizes
 from .errors import ConfigError, LoraStudioError, TrainingCancelled
 from .export import (SAVE_DTYPES, adapter_config, kohya_state_dict, lora_metadata, sanitize_name, save_lora,
@@ -69,11 +70,7 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
             cache = json.loads(cache_file.read_text())
     if key in cache:
         return cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(8 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
+    digest = bytes_sha256(path)
     if cache_file:
         cache[key] = digest
         with contextlib.suppress(OSError, LoraStudioError):
