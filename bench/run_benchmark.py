@@ -93,7 +93,11 @@ def find_anchor_scripts(diffusers_repo: str | None, anchor_script: str | None, a
             info["commit"] = _git(git_dir, "rev-parse", "HEAD").strip()
             info["commit_date"] = _git(git_dir, "log", "-1", "--format=%cI").strip()
         except (subprocess.CalledProcessError, FileNotFoundError):
-            pass
+            # An exported snapshot (no .git) names its commit in a COMMIT file: "<sha> <date>".
+            commit_file = repo / "COMMIT"
+            if commit_file.is_file():
+                sha, _, date = commit_file.read_text().strip().partition(" ")
+                info["commit"], info["commit_date"] = sha, date.strip()
     info["scripts"] = {k: str(v) for k, v in scripts.items()}
     return scripts, info
 

@@ -287,6 +287,12 @@ def _comfyui_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def comfyui_path() -> Path:
+    """The ComfyUI tree named by COMFYUI_PATH; skips every test that needs it, saying why, when unset."""
+    return _comfyui_path()
+
+
+@pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory) -> ComfyServer:
     """Start ComfyUI once per session (CPU, loopback, free port) with this pack in custom_nodes."""
     comfy = _comfyui_path()

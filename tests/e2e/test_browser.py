@@ -187,8 +187,9 @@ def _settings(server: ComfyServer, **values) -> None:
 
 
 @pytest.fixture(scope="session")
-def chromium() -> str:
-    """Checked before the server starts, so a machine without a browser skips at once."""
+def chromium(comfyui_path) -> str:
+    """Checked before the server starts, so a machine without a browser skips at once. A missing
+    ComfyUI is checked first (comfyui_path): it is the reason to name when both are missing."""
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         pytest.skip(f"no Chromium at {CHROMIUM}: install it (Debian: apt-get install -y chromium) or set CHROMIUM")
     try:
