@@ -157,7 +157,8 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
             bm = bm or load_base_model(cfg.base_model, cfg.model_type, cfg.model_config_dir, cfg.tokenizer_dir,
                                        cfg.prediction_type)
             record["base_model"] = {"path": str(bm.source), "family": bm.family, "prediction_type": bm.prediction_type,
-                                    "sha256": file_sha256(bm.source, resolve_cache_dir(cfg))}
+                                    "sha256": file_sha256(bm.source, resolve_cache_dir(cfg)),
+                                    "tokenizer": bm.extra.get("tokenizer")}
             record["dataset"]["sha256"] = ds.content_hash()
             fp = checkpoint.fingerprint(cfg, record["base_model"]["sha256"], record["dataset"]["sha256"])
             resume = checkpoint.resolve_resume(cfg, fp)

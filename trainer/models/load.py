@@ -93,12 +93,13 @@ def _load_diffusers_folder(folder: Path, model_type: str, tokenizer_dir: str) ->
     except (OSError, ValueError, EnvironmentError) as e:
         raise ModelLoadError(f"Could not load the diffusers model in '{folder}': {e}. Fix: check that every "
                              "component folder has its config and weights.") from None
-    toks = []
+    toks, used = [], []
     for i, pad in enumerate(_pad_tokens(family)):
         sub = folder / ("tokenizer" if i == 0 else "tokenizer_2")
-        toks.append(load_clip_tokenizer(sub if (sub / "vocab.json").is_file() else find_tokenizer_dir(tokenizer_dir), pad))
+        used.append(sub if (sub / "vocab.json").is_file() else find_tokenizer_dir(tokenizer_dir))
+        toks.append(load_clip_tokenizer(used[-1], pad))
     pred = scheduler.config.get("prediction_type", "epsilon")
-    return BaseModel(family, unet, vae, tes, toks, scheduler, pred, folder)
+    return BaseModel(family, unet, vae, tes, toks, scheduler, pred, folder, extra={"tokenizer": str(used[0])})
 
 
 # ---------------------------------------------------------------- single files
@@ -170,7 +171,7 @@ def _load_single_file(path: Path, model_type: str, config_dir: str, tokenizer_di
         pred = sd2_prediction_type(path.stem)
     tok_dir = find_tokenizer_dir(tokenizer_dir, near=root)
     toks = [load_clip_tokenizer(tok_dir, pad) for pad in _pad_tokens(family)]
-    return BaseModel(family, unet, vae, tes, toks, scheduler, pred, path)
+    return BaseModel(family, unet, vae, tes, toks, scheduler, pred, path, extra={"tokenizer": str(tok_dir)})
 
 
 def sd2_prediction_type(stem: str) -> str:
