@@ -109,3 +109,68 @@ def snapshot(path: Path) -> dict[str, tuple]:
             out[p.relative_to(path).as_posix()] = (kind,) if kind == stat.S_IFDIR else (kind, st.st_size,
                                                                                          st.st_mtime_ns)
     return out
+
+
+def zeros_zip(path: Path, names: list[str], size: int, compression: int = zipfile.ZIP_DEFLATED,
+              extra: dict[str, bytes] | None = None) -> Path:
+    """Many entries of `size` zero bytes each (the many-small-entries bomb), plus `extra` real entries.
+    Deflated entries share one compressed body, written by hand: 300 MiB of zeros cost one compression."""
+    if extra:
+        zip_of(extra, path, compression=compression)
+    zeros = b"\x00" * size
+    if compression != zipfile.ZIP_DEFLATED:
+        with zipfile.ZipFile(path, "a" if extra else "w", compression) as zf:
+            for name in names:
+                zf.writestr(zipfile.ZipInfo(name), zeros, compress_type=compression)
+        return path
+    packed = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = packed.compress(zeros) + packed.flush()
+    crc = zlib.crc32(zeros) & 0xFFFFFFFF
+    head, central, count = b"", b"", 0
+    if extra:  # keep the real entries: their local data, then their central records
+        with zipfile.ZipFile(path) as zf:
+            start = zf.start_dir
+            count = len(zf.infolist())
+        data = path.read_bytes()
+        head, central = data[:start], data[start:data.rfind(b"PK\x05\x06")]
+    out = bytearray(head)
+    for name in names:
+        n = name.encode()
+        offset = len(out)
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(body), size, len(n), 0) + n + body
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, len(body), size, len(n),
+                               0, 0, 0, 0, 0, offset) + n
+    count += len(names)
+    path.write_bytes(bytes(out) + central + struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, len(central),
+                                                         len(out), 0))
+    return path
+
+
+def overlapping_zip(path: Path, names: list[str], data: bytes, step: int = 0) -> Path:
+    """One entry's data, listed under many names whose local headers start `step` bytes apart (0: all at
+    the same offset): the "overlapping files" bomb, written by hand because no ZIP tool makes one."""
+    packed = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = packed.compress(data) + packed.flush()
+    crc = zlib.crc32(data) & 0xFFFFFFFF
+    first = names[0].encode()
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(body), len(data), len(first), 0)
+    blob = local + first + body
+    central = b""
+    for i, name in enumerate(names):
+        n = name.encode()
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, len(body), len(data),
+                               len(n), 0, 0, 0, 0, 0, min(i * step, len(blob) - 1)) + n
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(names), len(names), len(central), len(blob), 0)
+    path.write_bytes(blob + central + end)
+    return path
+
+
+def lie_about_sizes(path: Path, claimed: int) -> Path:
+    """Patch every central-directory entry to claim `claimed` uncompressed bytes (a lying header)."""
+    data = bytearray(path.read_bytes())
+    i = data.find(b"PK\x01\x02")
+    while i >= 0:
+        data[i + 24:i + 28] = struct.pack("<I", claimed)
+        i = data.find(b"PK\x01\x02", i + 4)
+    path.write_bytes(bytes(data))
+    return path

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bad_input_checks import IS_ROOT, area, raises, reported  # noqa: F401 - area is a fixture
 from data_fixtures import (bomb_png, caption_dataset, folder_entries, guide_dataset, save, snapshot, textured,
                            truncated_png, zip_of)
 from trainer.data import (ALLOWED_ROOTS_ENV, DatasetCheckError, ZipLimits, check_dataset, confine, import_zip,
@@ -21,46 +22,6 @@ from trainer.data import (ALLOWED_ROOTS_ENV, DatasetCheckError, ZipLimits, check
 from trainer.data import findings as F
 from trainer.data import zipimport
 from trainer.errors import DatasetError
-
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-@pytest.fixture
-def area(tmp_path):
-    """tmp/input (the allowed root, ComfyUI's input folder) and tmp/outside (must stay untouched)."""
-    (tmp_path / "input").mkdir()
-    (tmp_path / "outside").mkdir()
-    save(textured(77), tmp_path / "outside" / "secret.png")
-    (tmp_path / "outside" / "secret.txt").write_text("<my_token> secret")
-    return tmp_path
-
-
-def raises(tmp, fn, *fragments, exc=DatasetError):
-    """fn fails with a message holding every fragment, and nothing under tmp changed."""
-    before = snapshot(tmp)
-    with pytest.raises(exc) as e:
-        fn()
-    for f in fragments:
-        assert f in str(e.value), (f, str(e.value))
-    assert snapshot(tmp) == before
-    return e.value
-
-
-def reported(tmp, root, code, file, *fragments, **kw):
-    """check_dataset reports `code` for `file` with the fragments (problems raise with the report)."""
-    before = snapshot(tmp)
-    try:
-        _, report = check_dataset(root, resolution=256, trigger_token="tok", **kw)
-    except DatasetCheckError as e:
-        report = e.report
-        assert str(e) == report.to_text()
-    assert snapshot(tmp) == before
-    hits = [f for f in report.problems + report.warnings if f.code == code and f.file == file]
-    assert hits, (code, file, report.to_text())
-    for frag in fragments:
-        assert any(frag in f.message for f in hits), (frag, [f.message for f in hits])
-    return report
-
 
 def meta_dataset(area, name):
     root = guide_dataset(area / "input" / "ds", n=2)
@@ -167,9 +128,9 @@ def test_zip_bomb_by_compression_ratio_is_refused(area):
 
 def test_zip_total_size_limit(area, monkeypatch):
     entries = _good_entries(area)
-    zip_fails(area, entries, "unpacks to more than 0 MiB", limits=ZipLimits(max_total_bytes=1000))
+    zip_fails(area, entries, "more than the limit of 1000 bytes", limits=ZipLimits(max_total_bytes=1000))
     monkeypatch.setattr(zipimport, "MAX_ZIP_TOTAL_BYTES", 1000)  # the module constants are the defaults
-    zip_fails(area, entries, "the limit for a dataset")
+    zip_fails(area, entries, "for one dataset")
 
 
 def test_zip_entry_count_limit(area):
@@ -178,7 +139,7 @@ def test_zip_entry_count_limit(area):
 
 
 def test_zip_single_entry_size_limit(area):
-    zip_fails(area, _good_entries(area), "more than the limit of 0 MiB per file",
+    zip_fails(area, _good_entries(area), "more than the limit of 100 bytes per file",
               limits=ZipLimits(max_entry_bytes=100))
 
 

@@ -1,8 +1,11 @@
 """Import an uploaded ZIP (the guide's "Datensatz importieren") into a new dataset folder.
 
 Everything is checked before the first byte is written: the archive opens, it holds at most
-`max_entries` entries and `max_total_bytes` uncompressed, no entry is compressed more than
-`max_ratio` : 1 (a ZIP bomb's signature), every name is a plain relative path (no '..', no absolute or
+`max_entries` entries, what it would write stays within `max_total_bytes` and within the free disk space,
+neither one large entry nor the whole archive is compressed more than `max_ratio` : 1 (a ZIP bomb's
+signature: a bomb of many small entries passes every per-entry check, so the ratio is also taken over
+everything extracted against the ZIP file's own size), no two entries share their data (the
+"overlapping files" bomb), every name is a plain relative path (no '..', no absolute or
 drive paths, no symlink entries, no encrypted entries), no two names collide when case is ignored,
 and at least one picture is inside. Then the entries are streamed into a temporary folder beside the
 target, counting real bytes (a lying header cannot exceed the limits), and the folder is renamed into
@@ -32,10 +35,15 @@ from .safety import relative_name, safe_folder_name
 log = logging.getLogger("lora_studio.data.zip")
 
 MAX_ZIP_ENTRIES = 10_000  # 150 pictures with captions are 300; this leaves room for big collections
-MAX_ZIP_TOTAL_BYTES = 8 << 30  # 8 GiB uncompressed: 150 camera RAW-sized PNGs fit, a disk-filling bomb does not
+# 4 GiB written at most: 150 pictures of 24 MB (16-bit 12 MP PNGs) fit; a ZIP filling a shared server's disk does not
+MAX_ZIP_TOTAL_BYTES = 4 << 30
 MAX_ZIP_ENTRY_BYTES = 1 << 30  # 1 GiB per file: far above any photo (and above load_rgb's pixel limit)
 MAX_ZIP_RATIO = 200  # deflate reaches ~1000:1 only on repetitive data; pictures compress ~1:1, text ~5:1
 RATIO_MIN_BYTES = 1 << 20  # small files may compress extremely (an all-white PNG's rows): judge large ones only
+# The whole archive is judged once it would write this much: below it even an extreme ratio cannot hurt, and a
+# tiny dataset of flat-colour PNGs and captions (a few KiB zipped) may well compress 300:1.
+RATIO_MIN_TOTAL_BYTES = 32 << 20
+DISK_RESERVE_BYTES = 256 << 20  # an import must leave the disk this much room: a full disk breaks everyone's runs
 _JUNK = {"__macosx", ".ds_store", "thumbs.db", "desktop.ini"}
 _DATA_NAMES = {"metadata.jsonl", *NEGATIVE_PROMPT_FILES}
 _SUPPORTED_COMPRESSION = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
@@ -67,14 +75,26 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return info.create_system == 3 and stat.S_ISLNK(info.external_attr >> 16)
 
 
-def plan_zip(zf: zipfile.ZipFile, label: str, limits: ZipLimits) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
-    """Validate every entry; return the (entry, relative target) pairs to extract. Raises DatasetError."""
+def _human(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def plan_zip(zf: zipfile.ZipFile, label: str, limits: ZipLimits,
+             archive_bytes: int | None = None) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+    """Validate every entry; return the (entry, relative target) pairs to extract. Raises DatasetError.
+
+    `archive_bytes`: the ZIP file's size, for the whole-archive ratio (default: the entries' compressed sizes).
+    """
     infos = zf.infolist()
     fix_zip = "Fix: make a new ZIP of the dataset folder with your system's 'compress' command."
     if len(infos) > limits.max_entries:
         raise DatasetError(f"{label} holds {len(infos)} entries, more than the limit of {limits.max_entries}. "
                            "Fix: upload only the dataset (pictures, captions, metadata.jsonl).")
-    total = 0
+    _check_overlaps(infos, label, fix_zip)
     planned: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
     for info in infos:
         try:
@@ -93,28 +113,74 @@ def plan_zip(zf: zipfile.ZipFile, label: str, limits: ZipLimits) -> list[tuple[z
             raise DatasetError(f"{label}: entry '{info.filename}' uses an unsupported compression method "
                                f"({info.compress_type}). Nothing was extracted. {fix_zip}")
         if info.file_size > limits.max_entry_bytes:
-            raise DatasetError(f"{label}: entry '{info.filename}' unpacks to {info.file_size >> 20} MiB, more than the "
-                               f"limit of {limits.max_entry_bytes >> 20} MiB per file. Nothing was extracted. "
+            raise DatasetError(f"{label}: entry '{info.filename}' unpacks to {_human(info.file_size)}, more than the "
+                               f"limit of {_human(limits.max_entry_bytes)} per file. Nothing was extracted. "
                                "Fix: downscale or remove that file.")
         if info.file_size >= RATIO_MIN_BYTES and info.file_size > limits.max_ratio * max(info.compress_size, 1):
             ratio = info.file_size / max(info.compress_size, 1)
             raise DatasetError(f"{label}: entry '{info.filename}' is compressed {ratio:.0f}:1, more than the limit "
                                f"of {limits.max_ratio:.0f}:1 — the mark of a ZIP bomb, not of pictures. Nothing was "
                                f"extracted. {fix_zip}")
-        total += info.file_size
-        if total > limits.max_total_bytes:
-            raise DatasetError(f"{label} unpacks to more than {limits.max_total_bytes >> 20} MiB, the limit for a "
-                               "dataset. Nothing was extracted. Fix: downscale the pictures or split the dataset.")
         if not _wanted(rel):
             log.info("%s: skipping '%s' (not a picture, caption or metadata file)", label, info.filename)
             continue
         planned.append((info, rel))
+    _check_budget(planned, label, limits, archive_bytes, fix_zip)
     planned = _unwrap(planned)
     _check_collisions(planned, label)
     if not any(rel.suffix.lower() in IMAGE_EXTENSIONS for _, rel in planned):
         raise DatasetError(f"{label} holds no pictures ({', '.join(IMAGE_EXTENSIONS)}). Nothing was extracted. "
                            "Fix: zip the folder with images/ and metadata.jsonl (or images with .txt captions).")
     return planned
+
+
+def _check_budget(planned, label: str, limits: ZipLimits, archive_bytes: int | None, fix_zip: str) -> None:
+    """What would be written, as a whole: the size budget and the archive's overall compression ratio.
+
+    Per-entry checks alone let through a bomb of many entries just under each limit (300 entries of 1 MiB
+    of zeros: 376 KB zipped, 301 MB written), so the sum is judged against the ZIP's real size on disk."""
+    total = sum(info.file_size for info, _ in planned)
+    if total > limits.max_total_bytes:
+        raise DatasetError(f"{label} would write {_human(total)}, more than the limit of "
+                           f"{_human(limits.max_total_bytes)} for one dataset. Nothing was extracted. "
+                           "Fix: downscale the pictures or split the dataset.")
+    packed = archive_bytes if archive_bytes is not None else sum(info.compress_size for info, _ in planned)
+    ratio = total / max(packed, 1)
+    if total >= RATIO_MIN_TOTAL_BYTES and ratio > limits.max_ratio:
+        raise DatasetError(f"{label} ({_human(packed)}) would write {_human(total)}: the archive as a whole is "
+                           f"compressed {ratio:.0f}:1, more than the limit of {limits.max_ratio:.0f}:1 — the mark of "
+                           f"a ZIP bomb, not of pictures. Nothing was extracted. {fix_zip}")
+
+
+def _check_overlaps(infos: list[zipfile.ZipInfo], label: str, fix_zip: str) -> None:
+    """Two entries whose data overlap (the "overlapping files" bomb: thousands of entries, one kernel of data).
+
+    An entry's data starts after its 30-byte local header and its name; the next entry cannot start sooner
+    than that plus its compressed size (extra fields and a data descriptor only push it later)."""
+    def name_len(info: zipfile.ZipInfo) -> int:
+        return len(info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace"))
+
+    ordered = sorted(infos, key=lambda i: i.header_offset)
+    for a, b in zip(ordered, ordered[1:]):
+        if b.header_offset < a.header_offset + 30 + name_len(a) + a.compress_size:
+            raise DatasetError(f"{label}: entries '{a.filename}' and '{b.filename}' share their data — a crafted "
+                               f"archive (a ZIP bomb), not a zipped folder. Nothing was extracted. {fix_zip}")
+
+
+def _check_disk(dest_parent: Path, planned, label: str) -> None:
+    """Enough room for everything, with a reserve left for the other users of the disk."""
+    need = sum(info.file_size for info, _ in planned)
+    probe = dest_parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return  # unknown: the streamed extraction still stops cleanly on a full disk
+    if need + DISK_RESERVE_BYTES > free:
+        raise DatasetError(f"{label} needs {_human(need)} in '{dest_parent}', but only {_human(free)} are free there "
+                           f"(an import leaves at least {_human(DISK_RESERVE_BYTES)} for others). Nothing was "
+                           "extracted. Fix: free disk space, or ask the server operator for more room.")
 
 
 def _check_collisions(planned: list[tuple[zipfile.ZipInfo, PurePosixPath]], label: str) -> None:
@@ -166,7 +232,8 @@ def import_zip(zip_path: str | Path, dest_parent: str | Path, *, name: str | Non
                            "existing folder. Fix: choose another name, or delete or rename the old folder.")
     try:
         with zipfile.ZipFile(zip_path) as zf:
-            planned = plan_zip(zf, label, limits)
+            planned = plan_zip(zf, label, limits, archive_bytes=zip_path.stat().st_size)
+            _check_disk(dest_parent, planned, label)
             dest_parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.importing-", dir=dest_parent))
             try:
