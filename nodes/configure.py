@@ -7,13 +7,15 @@ import shlex
 from pathlib import Path
 
 from ..trainer import ConfigError, Problem, apply_preset
-from ..trainer.config import SCHEDULERS
-from ..trainer.presets import PRESETS, get_preset
+from ..trainer.config import field_default, field_type, spec
+from ..trainer.presets import CONFIGURE_WIDGETS, KEEP, PRESETS, get_preset, overrides_from_widgets, widget_kind
 from .comfy_bridge import CATEGORY, CONFIG_TYPE, checkpoint_names, checkpoint_path, loras_dir
 
 PACK_DIR = Path(__file__).resolve().parents[1]
 PRESET_TITLES = [p.title for p in PRESETS.values()]
-KEEP = "preset"  # combo value meaning "use the preset's value"
+TIP_KEEP = "0 keeps the preset's value."
+# Widget details that are about the widget, not the field: step sizes and rounding of the number boxes.
+NUMBER_OPTIONS = {"resolution": {"step": 8}, "learning_rate": {"step": 0.00001, "round": 1e-7}, "alpha": {"step": 1.0}}
 
 
 def _auto_precision() -> str:
@@ -25,27 +27,8 @@ def _auto_precision() -> str:
 
 
 def build_overrides(kw: dict) -> dict:
-    """Widget values → config overrides. 0 / 'preset' means: keep the preset's value."""
-    o: dict = {}
-    for key in ("resolution", "max_train_steps", "rank", "train_batch_size", "gradient_accumulation_steps"):
-        if kw.get(key):
-            o[key] = int(kw[key])
-    for key in ("learning_rate", "alpha"):
-        if kw.get(key):
-            o[key] = float(kw[key])
-    for key in ("train_text_encoder", "gradient_checkpointing"):
-        if kw.get(key, KEEP) != KEEP:
-            o[key] = kw[key] == "on"
-    if kw.get("lr_scheduler", KEEP) != KEEP:
-        o["lr_scheduler"] = kw["lr_scheduler"]
-    mp = kw.get("mixed_precision", "auto")
-    o["mixed_precision"] = _auto_precision() if mp == "auto" else mp
-    if "seed" in kw:
-        o["seed"] = int(kw["seed"])
-    if (kw.get("class_prompt") or "").strip():
-        o.update(with_prior_preservation=True, class_prompt=kw["class_prompt"].strip())
-    if kw.get("num_class_images"):
-        o["num_class_images"] = int(kw["num_class_images"])
+    """Widget values → config overrides (trainer.presets.CONFIGURE_WIDGETS), then name and the extra JSON."""
+    o = overrides_from_widgets(kw, _auto_precision() if kw.get("mixed_precision", "auto") == "auto" else "no")
     if kw.get("name"):
         o["name"] = kw["name"]
     extra = (kw.get("extra") or "").strip()
@@ -82,6 +65,29 @@ def headless_command(cfg, dataset: str = "<dataset folder>") -> str:
     return f"cd {shlex.quote(str(PACK_DIR))} && " + " ".join(shlex.quote(p) for p in parts)
 
 
+def override_widget(name: str) -> tuple:
+    """One override widget, from the config field's definition (type, range, choices, help)."""
+    s, kind = spec(name), widget_kind(name)
+    if kind == "number":
+        typ = "INT" if field_type(name) == "int" else "FLOAT"
+        return typ, {"default": 0 if typ == "INT" else 0.0, "min": 0 if typ == "INT" else 0.0, "max": s.hi,
+                     **NUMBER_OPTIONS.get(name, {}), "tooltip": f"{s.help} {TIP_KEEP}"}
+    if kind == "switch":
+        return [KEEP, "on", "off"], {"default": KEEP, "tooltip": f"{s.help} 'preset' keeps the preset's value."}
+    if kind == "choice":
+        return [KEEP, *s.choices], {"default": KEEP, "tooltip": f"{s.help} 'preset' keeps the preset's value."}
+    if kind == "auto":
+        return ["auto", *s.choices], {"default": "auto", "tooltip": f"{s.help} auto picks that for this machine."}
+    if kind == "always":
+        # no "control after generate" widget: a seed that changed itself after each run would break
+        # "same seed + same settings + same data = the same LoRA"
+        return "INT", {"default": field_default(name), "min": s.lo, "max": s.hi, "control_after_generate": False,
+                       "tooltip": s.help}
+    return "STRING", {"default": "", "tooltip": f"DreamBooth-style prior preservation: {s.help[0].lower()}{s.help[1:]} "
+                      "When set, class pictures are rendered once by the base model (or taken from class_data_dir in "
+                      "extra) and trained alongside, so the model keeps its idea of the class. Empty = off."}
+
+
 class ConfigureLoRA:
     DESCRIPTION = ("Chooses the base model and one of the three presets of the AI4ArtsEd guide, with every value "
                    "overridable. 0 or 'preset' keeps the preset's value. Checked on the server before the run; "
@@ -95,49 +101,16 @@ class ConfigureLoRA:
 
     @classmethod
     def INPUT_TYPES(cls):
-        tip = "0 keeps the preset's value."
         return {
             "required": {
                 "ckpt_name": (checkpoint_names(), {"tooltip": "The base model to adapt (SD 1.5, SD 2.x or SDXL), from "
                                                    "models/checkpoints. Use the same model later with the LoRA."}),
                 "preset": (PRESET_TITLES, {"default": PRESET_TITLES[0], "tooltip": " | ".join(
                     f"{p.title}: {p.suited_for} — {p.focus}" for p in PRESETS.values())}),
-                "name": ("STRING", {"default": "my_lora", "tooltip": "File name of the LoRA in models/loras. An "
-                                    "existing file is never overwritten: a number is added."}),
+                "name": ("STRING", {"default": field_default("name"), "tooltip": spec("name").help}),
             },
             "optional": {
-                "resolution": ("INT", {"default": 0, "min": 0, "max": 1536, "step": 8, "tooltip":
-                                       "Training size in pixels (256–1536; 512 for SD 1.5, 1024 for SDXL). " + tip}),
-                "max_train_steps": ("INT", {"default": 0, "min": 0, "max": 1_000_000, "tooltip":
-                                            "How many optimizer steps to train. " + tip}),
-                "learning_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.01, "step": 0.00001, "round": 1e-7,
-                                            "tooltip": "Step size (≥ 1e-6; 1e-4 is usual). " + tip}),
-                "rank": ("INT", {"default": 0, "min": 0, "max": 256, "tooltip":
-                                 "LoRA rank: capacity and file size (4–32 typical). " + tip}),
-                "alpha": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1024.0, "step": 1.0, "tooltip":
-                                    "LoRA alpha; strength scales with alpha/rank. " + tip}),
-                "train_text_encoder": ([KEEP, "on", "off"], {"default": KEEP, "tooltip":
-                                       "Also adapt the text encoder(s): learns words better, needs more memory."}),
-                "lr_scheduler": ([KEEP, *SCHEDULERS], {"default": KEEP, "tooltip":
-                                 "How the learning rate changes over the run (with warmup)."}),
-                "train_batch_size": ("INT", {"default": 0, "min": 0, "max": 64, "tooltip":
-                                             "Images per step per GPU. " + tip}),
-                "gradient_accumulation_steps": ("INT", {"default": 0, "min": 0, "max": 64, "tooltip":
-                                                        "Steps whose gradients are summed before an update. " + tip}),
-                "mixed_precision": (["auto", "no", "fp16", "bf16"], {"default": "auto", "tooltip":
-                                    "auto: bf16 on GPUs that have it, else fp16 on a GPU, 'no' on the CPU."}),
-                "gradient_checkpointing": ([KEEP, "on", "off"], {"default": KEEP, "tooltip":
-                                           "Saves GPU memory for about 30 % more time per step."}),
-                # no "control after generate" widget: a seed that changed itself after each run would break
-                # "same seed + same settings + same data = the same LoRA"
-                "seed": ("INT", {"default": 42, "min": 0, "max": 2**32 - 1, "control_after_generate": False, "tooltip":
-                                 "Same seed + same settings + same data = the same LoRA."}),
-                "class_prompt": ("STRING", {"default": "", "tooltip": "DreamBooth-style prior preservation: a prompt "
-                                 "for the general class, e.g. 'portrait of a person'. When set, class pictures are "
-                                 "rendered once by the base model (or taken from class_data_dir in extra) and "
-                                 "trained alongside, so the model keeps its idea of the class. Empty = off."}),
-                "num_class_images": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip":
-                                     "How many class pictures for prior preservation (50–200 usual). " + tip}),
+                **{name: override_widget(name) for name in CONFIGURE_WIDGETS},
                 "extra": ("STRING", {"default": "", "multiline": True, "tooltip":
                                      "Any other field as JSON, e.g. {\"noise_offset\": 0.05, \"snr_gamma\": 5}. "
                                      "`python -m trainer presets` lists every field."}),

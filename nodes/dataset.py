@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..trainer.config import field_default, spec
 from ..trainer.data import confine
 from ..trainer.data.quality import file_sha256
 from .comfy_bridge import CATEGORY, DATASET_TYPE, allowed_roots, input_dir
@@ -57,13 +58,10 @@ class LoadDataset:
                 "dataset": (dataset_choices(), {"tooltip": "A folder or .zip inside ComfyUI's input directory. "
                                                 "Upload a ZIP (images + metadata.jsonl) or copy a folder there, then "
                                                 "press R to refresh this list."}),
-                "trigger_token": ("STRING", {"default": "", "tooltip": "The word that will call up your concept, "
-                                             "e.g. 'wcfox'. Replaces the placeholder in every prompt. Avoid "
-                                             "special characters."}),
+                "trigger_token": ("STRING", {"default": "", "tooltip": spec("trigger_token").help}),
             },
             "optional": {
-                "placeholder": ("STRING", {"default": "<my_token>", "tooltip": "The text in your prompts that the "
-                                           "trigger token replaces (the guide writes <my_token>)."}),
+                "placeholder": ("STRING", {"default": field_default("placeholder"), "tooltip": spec("placeholder").help}),
             },
         }
 

@@ -106,3 +106,37 @@ def test_test_mode_allows_tiny_resolution_only_when_asked():
     TrainConfig(resolution=64, test_mode=True).validate()
     with pytest.raises(ConfigError):
         TrainConfig(resolution=64).validate()
+
+
+def test_integer_valued_floats_become_integers_from_the_field_type():
+    cfg = TrainConfig.from_dict({"rank": 4.0, "max_train_steps": 10.0, "lr_warmup_steps": 2.0, "seed": 7.0, "alpha": 4, "resolution": 512.0})
+    assert (cfg.rank, cfg.max_train_steps, cfg.seed) == (4, 10, 7) and type(cfg.rank) is int
+    assert cfg.alpha == 4.0 and type(cfg.alpha) is float and type(cfg.resolution) is int
+    cfg.validate()
+    assert TrainConfig(train_text_encoder=1).train_text_encoder == 1  # booleans are never guessed
+    with pytest.raises(ConfigError, match="an integer"):
+        TrainConfig(rank=4.5).validate()
+
+
+def test_every_field_has_one_definition_with_help():
+    from trainer.config import field_table, spec
+
+    table = field_table()
+    assert list(table) == field_names()
+    for name, row in table.items():
+        assert row["help"].strip() and row["group"], name
+        if row["type"] in ("int", "float"):
+            assert row["min"] <= row["default"] <= row["max"] or name == "resolution", name
+        if "choices" in row and row["type"] == "str":
+            assert row["default"] in row["choices"], name
+    assert spec("learning_rate").lo == 1e-6  # the guide's floor
+
+
+def test_presets_command_lists_every_field_with_its_help(capsys):
+    from trainer.cli import main
+    from trainer.config import field_table
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name, row in field_table().items():
+        assert f"  {name} (" in out and row["help"] in out, name

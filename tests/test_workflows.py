@@ -5,10 +5,10 @@ file in example_workflows/ is validated against the node classes' INPUT_TYPES / 
 checks POST /prompt makes (API format) and the ones the frontend relies on when it opens a saved
 graph (UI format: widgets_values by position, links by slot index).
 
-Generated from the Python source by `python tests/test_workflows.py --write`:
-  web/presets.json           trainer.presets.PRESETS, for the preset panel on Configure LoRA (compared here)
-  locales/en/nodeDefs.json   names, tooltips and descriptions exactly as the node classes write them (compared here)
-  example_workflows/**.json  by example_workflows/build_examples.py, from INPUT_TYPES defaults (validated here)
+Generated from the Python source:
+  web/presets.json, locales/en/nodeDefs.json   by `python tools/generate.py` (compared here)
+  example_workflows/**.json  by `python tests/test_workflows.py --write` (example_workflows/build_examples.py),
+                             from INPUT_TYPES defaults (validated here)
 locales/de/ is written by hand; the tests below check that it covers every input and output.
 """
 from __future__ import annotations
@@ -433,24 +433,15 @@ def strip_meta(prompt: dict) -> dict:
 # ----------------------------------------------------------------------------------- generated files
 
 
+def _generator():
+    spec = importlib.util.spec_from_file_location("lora_studio_generate", REPO / "tools" / "generate.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def presets_json() -> dict:
-    presets = importlib.import_module("lora_studio_pack.trainer.presets").PRESETS
-    return {key: dataclasses.asdict(p) for key, p in presets.items()}
-
-
-def english_node_defs(nodes) -> dict:
-    """locales/en/nodeDefs.json: the node classes' own display names, descriptions and tooltips."""
-    out = {}
-    for node_id, cls in nodes.NODE_CLASS_MAPPINGS.items():
-        entry = {"display_name": nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id], "description": cls.DESCRIPTION,
-                 "inputs": {}, "outputs": {}}
-        for inp in _inputs(cls.INPUT_TYPES()):
-            entry["inputs"][inp.name] = {"name": inp.name, "tooltip": inp.opts.get("tooltip", "")}
-        names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
-        for i, name in enumerate(names):
-            entry["outputs"][str(i)] = {"name": name, "tooltip": cls.OUTPUT_TOOLTIPS[i]}
-        out[node_id] = entry
-    return out
+    return _generator().presets_json()
 
 
 def dump_json(data) -> str:
@@ -459,9 +450,6 @@ def dump_json(data) -> str:
 
 def write_generated() -> None:
     nodes = load_nodes()
-    PRESETS_JSON.write_text(dump_json(presets_json()), encoding="utf-8")
-    (LOCALES / "en").mkdir(parents=True, exist_ok=True)
-    (LOCALES / "en" / "nodeDefs.json").write_text(dump_json(english_node_defs(nodes)), encoding="utf-8")
     spec = importlib.util.spec_from_file_location("build_examples", WORKFLOWS / "build_examples.py")
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
@@ -470,11 +458,11 @@ def write_generated() -> None:
         written = build.write_all(build_registry(nodes, mp), nodes.NODE_DISPLAY_NAME_MAPPINGS, ui_to_api, dump_json)
     finally:
         mp.undo()
-    for path in [PRESETS_JSON, LOCALES / "en" / "nodeDefs.json", *written]:
+    for path in written:
         print(f"wrote {path.relative_to(REPO)}")
 
 
-REGENERATE = "regenerate with `python tests/test_workflows.py --write`"
+REGENERATE = "regenerate with `python tools/generate.py`"
 
 
 def _read(path: Path):
@@ -484,13 +472,25 @@ def _read(path: Path):
 # ----------------------------------------------------------------------------------- tests: generated files
 
 
-def test_presets_json_is_the_trainer_presets(pack_nodes):
-    assert _read(PRESETS_JSON) == presets_json(), f"web/presets.json is stale: {REGENERATE}"
+def test_generated_files_are_current(pack_nodes):
+    """web/presets.json and locales/en/nodeDefs.json are what tools/generate.py makes from the source."""
+    assert [p.relative_to(REPO).as_posix() for p in _generator().stale()] == [], REGENERATE
 
 
-def test_english_node_defs_are_the_python_tooltips(pack_nodes):
-    assert _read(LOCALES / "en" / "nodeDefs.json") == english_node_defs(pack_nodes), \
-        f"locales/en/nodeDefs.json differs from the node classes: {REGENERATE}"
+def test_the_drift_check_can_fail(pack_nodes, monkeypatch):
+    gen = _generator()
+    monkeypatch.setattr(gen, "presets_json", lambda: {"presets": {}})
+    assert gen.PRESETS_JSON in gen.stale()
+
+
+def test_configure_widgets_follow_the_field_definitions(pack_nodes):
+    config = importlib.import_module("lora_studio_pack.trainer.config")
+    opts = pack_nodes.ConfigureLoRA.INPUT_TYPES()["optional"]
+    for name in ("resolution", "rank", "learning_rate", "train_batch_size", "num_class_images"):
+        assert opts[name][1]["max"] == config.spec(name).hi, name
+        assert opts[name][1]["tooltip"].startswith(config.spec(name).help), name
+    assert opts["lr_scheduler"][0][1:] == list(config.SCHEDULERS)
+    assert opts["seed"][1]["max"] == config.SEED_MAX
 
 
 # ----------------------------------------------------------------------------------- tests: locales
@@ -531,7 +531,7 @@ def test_every_python_input_has_a_tooltip_and_every_node_a_description(pack_node
 
 def test_german_keeps_the_preset_titles_as_the_guide_writes_them(pack_nodes):
     de = _read(LOCALES / "de" / "nodeDefs.json")["LoraStudio_ConfigureLoRA"]["inputs"]["preset"]["tooltip"]
-    for p in presets_json().values():
+    for p in presets_json()["presets"].values():
         assert p["title"] in de, f"the German preset tooltip must name {p['title']!r}"
 
 
@@ -683,10 +683,11 @@ ok(formatEta(59) === "0:59" && formatEta(3600 + 61) === "1:01:01", "ETA format l
 ok(matchesNode("12", 12) && matchesNode("5:12", 12) && !matchesNode("3", 12) && !matchesNode(null, 1), "node ids");
 const presets = JSON.parse(fs.readFileSync("{PRESETS_JSON.as_posix()}", "utf8"));
 const p = findPreset(presets, "Atelier – Detailtreue");
+const kinds = presets.widgets;
 ok(p && p.key === "atelier", "preset by title");
 ok(findPreset(presets, "galerie").key === "galerie" && findPreset(presets, "nope") === null, "preset by key");
 const r = effectiveValues(p, {{resolution: 0, rank: 16, train_text_encoder: "on", lr_scheduler: "preset",
-  mixed_precision: "auto", extra: '{{"snr_gamma": 0, "noise_offset": 0.05}}'}});
+  mixed_precision: "auto", extra: '{{"snr_gamma": 0, "noise_offset": 0.05}}'}}, kinds);
 const by = Object.fromEntries(r.rows.map(x => [x.field, x]));
 ok(by.resolution.value === 512 && !by.resolution.overridden, "0 keeps the preset's value");
 ok(by.rank.value === 16 && by.rank.overridden && by.rank.preset === 32, "a widget overrides the preset");
@@ -694,8 +695,8 @@ ok(by.train_text_encoder.value === true && by.train_text_encoder.overridden, "on
 ok(by.lr_scheduler.value === "cosine" && !by.lr_scheduler.overridden, "'preset' keeps the preset's value");
 ok(by.snr_gamma.value === 0 && by.snr_gamma.overridden, "extra JSON overrides too");
 ok(by.noise_offset.preset === undefined && by.noise_offset.value === 0.05, "fields the preset leaves alone");
-ok(effectiveValues(p, {{extra: "{{oops"}}).extraError, "bad extra JSON is reported");
-const cp = Object.fromEntries(effectiveValues(p, {{class_prompt: " a fox ", num_class_images: 50}}).rows.map(x => [x.field, x.value]));
+ok(effectiveValues(p, {{extra: "{{oops"}}, kinds).extraError, "bad extra JSON is reported");
+const cp = Object.fromEntries(effectiveValues(p, {{class_prompt: " a fox ", num_class_images: 50}}, kinds).rows.map(x => [x.field, x.value]));
 ok(cp.with_prior_preservation === true && cp.class_prompt === "a fox" && cp.num_class_images === 50, "class prompt turns on prior preservation");
 const en = JSON.parse(fs.readFileSync("{(LOCALES / 'en' / 'main.json').as_posix()}", "utf8")).loraStudio;
 ok(JSON.stringify(en) === JSON.stringify(DEFAULT_STRINGS), "DEFAULT_STRINGS in lora_studio_panel.js = locales/en/main.json");
@@ -716,5 +717,5 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--write"]:
         write_generated()
     else:
-        sys.exit("usage: python tests/test_workflows.py --write   (regenerates web/presets.json, "
-                 "locales/en/nodeDefs.json and example_workflows/*.json from the Python source)")
+        sys.exit("usage: python tests/test_workflows.py --write   (regenerates example_workflows/*.json from the "
+                 "node classes; web/presets.json and locales/en/nodeDefs.json: python tools/generate.py)")

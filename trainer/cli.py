@@ -14,7 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import TrainConfig, field_names
+from .config import TrainConfig, field_names, field_table
 from .errors import LoraStudioError
 from .presets import PRESETS, apply_preset
 
@@ -103,8 +103,21 @@ def cmd_presets(_: argparse.Namespace) -> int:
     for p in PRESETS.values():
         print(f"{p.key:11s} {p.title}  ({p.suited_for}; >= {p.min_vram_gb} GB VRAM)\n            {p.focus}")
         print("            " + ", ".join(f"{k}={v}" for k, v in p.values.items()))
-    print("\nfields (override with --set key=value):\n  " + ", ".join(field_names()))
+    print("\nfields (override with --set key=value):")
+    groups: dict[str, list] = {}
+    for name, f in field_table().items():  # the config's own definitions: type, default, range, help
+        groups.setdefault(f["group"], []).append((name, f))
+    for group, rows in groups.items():
+        print(f"\n  [{group}]")
+        for name, f in rows:
+            _print_field(name, f)
     return 0
+
+
+def _print_field(name: str, f: dict) -> None:
+    allowed = f", {f['min']:g}..{f['max']:g}" if "min" in f else ""
+    allowed += f", one of {', '.join(f['choices'])}" if "choices" in f else ""
+    print(f"  {name} ({f['type']}{allowed}; default {json.dumps(f['default'], ensure_ascii=False)})\n      {f['help']}")
 
 
 def main(argv: list[str] | None = None) -> int:

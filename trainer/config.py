@@ -1,4 +1,10 @@
-"""One typed, validated training config, the guide's three presets, and a JSON round trip.
+"""One typed, validated training config, and a JSON round trip.
+
+Each field is defined once, with `opt(default, help, range or choices, fix)`: its type comes from the
+annotation, the rest rides in the dataclass field's metadata (peft's `LoraConfig` style). Validation,
+the Configure LoRA node's widgets and tooltips, `locales/en/nodeDefs.json`, the CLI's field list
+(`python -m trainer presets`) and `web/presets.json` are all derived from these definitions;
+`tools/generate.py` writes the generated files and a test fails when they drift.
 
 Validation follows the AI4ArtsEd guide ("Auflösung 256–1536 px, Lernrate ≥ 1e-6, Schritte > 0 und
 nur gültige Scheduler") and adds ranges for every other field. All problems are collected and
@@ -33,179 +39,211 @@ SAFETY_NEGATIVE_TERMS = ("nsfw", "nudity", "violence", "gore", "blood", "weapon"
 REPORTERS = ("tensorboard", "wandb")
 # Below the guide's floor only for smoke tests with tiny models: the result is no usable LoRA.
 TEST_RESOLUTION_MIN = 32
+SEED_MAX = 2**32 - 1
+LIST_FIX = 'write a JSON list such as ["portrait of sks", "sks at the beach"]'
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What one config field allows, beyond its type. Read with `spec(name)`."""
+
+    help: str
+    lo: float | None = None  # numbers: inclusive range
+    hi: float | None = None
+    choices: tuple[str, ...] | None = None  # texts: the allowed values; lists: the allowed items
+    nonempty: bool = False  # texts and lists: empty is an error
+    fix: str = ""  # what to write instead (the "Fix:" of the error)
+    group: str = ""  # section in `python -m trainer presets` and web/presets.json
+
+
+def opt(default: Any, help: str, **spec: Any) -> Any:
+    """A dataclass field with its one definition: default, help, range/choices and fix."""
+    meta = {"spec": FieldSpec(help, **spec)}
+    if isinstance(default, (list, tuple)):
+        items = list(default)
+        return field(default_factory=lambda: list(items), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainConfig:
-    """Everything one LoRA run needs. Field docs are the tooltips' source."""
+    """Everything one LoRA run needs. Each field's help is the source of its tooltip and docs."""
 
     # --- what to train on and where the result goes
-    name: str = "my_lora"  # file name of the LoRA (sanitised; never overwrites)
-    preset: str = "fotostudio"  # the preset this config started from (informational once applied)
-    base_model: str = ""  # single-file checkpoint (.safetensors/.ckpt) or a diffusers folder
-    model_type: str = "auto"  # auto-detected from the file; or sd15 / sd2 / sdxl
-    model_config_dir: str = ""  # optional diffusers-layout folder with configs for a single file
-    tokenizer_dir: str = ""  # optional folder with CLIP vocab.json + merges.txt
-    dataset: str = ""  # dataset folder (images/ + metadata.jsonl, or images with caption files)
-    trigger_token: str = ""  # replaces the placeholder in every prompt
-    placeholder: str = "<my_token>"
-    output_dir: str = "runs/loras"  # where the .safetensors goes (ComfyUI: models/loras)
-    jobs_dir: str = "runs/jobs"  # job records (the guide's lora/jobs/<id>.json)
-    cache_dir: str = ""  # latent cache; empty = next to the job records
+    name: str = opt("my_lora", "File name of the LoRA (in ComfyUI: models/loras). An existing file is never "
+                    "overwritten: a number is added.",
+                    nonempty=True, fix="give the LoRA a short name such as 'watercolor_style'", group="output")
+    preset: str = opt("fotostudio", "The preset this config started from (informational once applied).", group="output")
+    base_model: str = opt("", "Single-file checkpoint (.safetensors/.ckpt) or a diffusers folder.", group="model")
+    model_type: str = opt("auto", "Model family: auto-detected from the file, or sd15 / sd2 / sdxl.",
+                          choices=MODEL_TYPES, fix="leave 'auto'", group="model")
+    model_config_dir: str = opt("", "Optional diffusers-layout folder with configs for a single-file checkpoint.",
+                                group="model")
+    tokenizer_dir: str = opt("", "Optional folder with the CLIP vocab.json + merges.txt.", group="model")
+    dataset: str = opt("", "Dataset folder (images/ + metadata.jsonl, or images with caption files).", group="data")
+    trigger_token: str = opt("", "The word that will call up your concept, e.g. 'wcfox'. Replaces the "
+                             "placeholder in every prompt. Avoid special characters.", group="data")
+    placeholder: str = opt("<my_token>", "The text in your prompts that the trigger token replaces (the guide writes "
+                          "<my_token>).", group="data")
+    output_dir: str = opt("runs/loras", "Where the .safetensors goes (in ComfyUI: models/loras).", group="output")
+    jobs_dir: str = opt("runs/jobs", "Where the job records go (the guide's lora/jobs/<id>.json).", group="output")
+    cache_dir: str = opt("", "Latent cache folder; empty = next to the job records.", group="output")
 
     # --- images and captions
-    resolution: int = 512
-    aspect_buckets: bool = True  # portrait/landscape pictures keep their shape (area ≈ resolution²)
-    center_crop: bool = True
-    random_flip: bool = False
-    caption_dropout: float = 0.0  # share of steps that see an empty caption (helps the LoRA work without prompt)
-    shuffle_tags: bool = False  # shuffle comma-separated tags each step, keeping the first keep_tags in place
-    keep_tags: int = 1
+    resolution: int = opt(512, "Training size in pixels (256–1536; 512 for SD 1.5, 768 for SD 2.x, 1024 for SDXL).",
+                          lo=RESOLUTION_MIN, hi=RESOLUTION_MAX,
+                          fix="use 512 for SD 1.5, 768 for SD 2.x, 1024 for SDXL", group="images")
+    aspect_buckets: bool = opt(True, "Portrait and landscape pictures keep their shape (area ≈ resolution²).",
+                               group="images")
+    center_crop: bool = opt(True, "Crop to the centre (off: a random crop each step).", group="images")
+    random_flip: bool = opt(False, "Mirror pictures at random (only for subjects without a handedness).",
+                            group="images")
+    caption_dropout: float = opt(0.0, "Share of steps that see an empty caption (helps the LoRA work without a "
+                                 "prompt).", lo=0.0, hi=0.9, fix="use 0 (off) or 0.05–0.1", group="images")
+    shuffle_tags: bool = opt(False, "Shuffle comma-separated tags each step, keeping the first keep_tags in place.",
+                             group="images")
+    keep_tags: int = opt(1, "How many leading tags shuffle_tags keeps in place.", lo=0, hi=100,
+                         fix="use 1 to keep the trigger tag first", group="images")
 
     # --- the adapter
-    rank: int = 16
-    alpha: float = 16.0
-    lora_dropout: float = 0.0
-    unet_target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
-    train_text_encoder: bool = False
-    text_encoder_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
+    rank: int = opt(16, "LoRA rank: capacity and file size (4–32 typical).", lo=1, hi=256,
+                    fix="use 4–16 for a style or subject, up to 64 for fine detail", group="adapter")
+    alpha: float = opt(16.0, "LoRA alpha; the strength scales with alpha/rank.", lo=0.01, hi=1024,
+                       fix="set alpha equal to rank (strength 1.0) or half of it for gentler updates", group="adapter")
+    lora_dropout: float = opt(0.0, "Dropout inside the LoRA layers.", lo=0.0, hi=0.9,
+                              fix="use 0.0, or 0.05–0.1 against overfitting", group="adapter")
+    unet_target_modules: list[str] = opt(["to_q", "to_k", "to_v", "to_out.0"], "UNet layers (name suffixes) that "
+                                         "get a LoRA.", choices=UNET_TARGETS, nonempty=True,
+                                         fix="use the default attention projections", group="adapter")
+    train_text_encoder: bool = opt(False, "Also adapt the text encoder(s): learns words better, needs more memory.",
+                                   group="adapter")
+    text_encoder_target_modules: list[str] = opt(["q_proj", "k_proj", "v_proj", "out_proj"], "Text-encoder layers "
+                                                 "that get a LoRA when train_text_encoder is on.",
+                                                 choices=TEXT_ENCODER_TARGETS, nonempty=True,
+                                                 fix="use the default attention projections", group="adapter")
 
     # --- optimisation
-    learning_rate: float = 1e-4
-    text_encoder_lr: float = 5e-5
-    lr_scheduler: str = "cosine"
-    lr_warmup_steps: int = 100
-    lr_num_cycles: int = 1
-    lr_power: float = 1.0
-    max_train_steps: int = 2000
-    train_batch_size: int = 1
-    gradient_accumulation_steps: int = 4
-    max_grad_norm: float = 1.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1e-2
-    adam_epsilon: float = 1e-8
-    mixed_precision: str = "no"
-    gradient_checkpointing: bool = False
-    snr_gamma: float = 0.0  # 0 = off; 5.0 is the paper's value
-    noise_offset: float = 0.0
-    prediction_type: str = "auto"  # auto = what the base model was trained for
-    seed: int = 42
+    learning_rate: float = opt(1e-4, "Step size of the UNet LoRA (≥ 1e-6; 1e-4 is usual).", lo=1e-6, hi=1e-2,
+                               fix="use 1e-4 for UNet LoRA; lower it (5e-5) if the loss jumps", group="optimiser")
+    text_encoder_lr: float = opt(5e-5, "Step size of the text-encoder LoRA.", lo=1e-7, hi=1e-2,
+                                 fix="use about half the UNet learning rate, e.g. 5e-5", group="optimiser")
+    lr_scheduler: str = opt("cosine", "How the learning rate changes over the run (after the warmup).",
+                            choices=SCHEDULERS, fix="pick 'cosine' if unsure", group="optimiser")
+    lr_warmup_steps: int = opt(100, "Steps over which the learning rate rises from 0.", lo=0, hi=1_000_000,
+                               fix="use about 5 % of max_train_steps", group="optimiser")
+    lr_num_cycles: int = opt(1, "Restarts of the cosine_with_restarts schedule.", lo=1, hi=100,
+                             fix="use 1 (restarts only matter for cosine_with_restarts)", group="optimiser")
+    lr_power: float = opt(1.0, "Power of the polynomial schedule.", lo=0.1, hi=10,
+                          fix="use 1.0 (linear decay) for the polynomial scheduler", group="optimiser")
+    max_train_steps: int = opt(2000, "How many optimizer steps to train.", lo=1, hi=1_000_000,
+                               fix="steps must be > 0; 800–3000 is typical", group="optimiser")
+    train_batch_size: int = opt(1, "Images per step per GPU.", lo=1, hi=256,
+                                fix="use 1–4 and raise gradient_accumulation_steps instead", group="optimiser")
+    gradient_accumulation_steps: int = opt(4, "Steps whose gradients are summed before an update.", lo=1, hi=1024,
+                                           fix="use 1–8", group="optimiser")
+    max_grad_norm: float = opt(1.0, "Gradient clipping norm (0 = off).", lo=0.0, hi=1000,
+                               fix="use 1.0 (0 turns clipping off)", group="optimiser")
+    adam_beta1: float = opt(0.9, "AdamW beta1.", lo=0.0, hi=0.999999, fix="use 0.9", group="optimiser")
+    adam_beta2: float = opt(0.999, "AdamW beta2.", lo=0.0, hi=0.999999, fix="use 0.999", group="optimiser")
+    adam_weight_decay: float = opt(1e-2, "AdamW weight decay.", lo=0.0, hi=1.0, fix="use 1e-2", group="optimiser")
+    adam_epsilon: float = opt(1e-8, "AdamW epsilon.", lo=1e-12, hi=1e-3, fix="use 1e-8", group="optimiser")
+    mixed_precision: str = opt("no", "Compute precision: bf16 on recent NVIDIA GPUs, fp16 on older ones, 'no' on the CPU.",
+                               choices=MIXED_PRECISION,
+                               fix="use 'bf16' on recent NVIDIA GPUs, 'fp16' on older ones, 'no' on CPU",
+                               group="optimiser")
+    gradient_checkpointing: bool = opt(False, "Saves GPU memory for about 30 % more time per step.",
+                                       group="optimiser")
+    snr_gamma: float = opt(0.0, "Min-SNR loss weighting (0 = off; 5.0 is the paper's value).", lo=0.0, hi=100,
+                           fix="use 0 (off) or 5.0 (min-SNR weighting)", group="optimiser")
+    noise_offset: float = opt(0.0, "Noise offset: lets the LoRA learn darker and brighter images.", lo=0.0, hi=1.0,
+                              fix="use 0 (off) or about 0.05 for darker/brighter images", group="optimiser")
+    prediction_type: str = opt("auto", "What the UNet predicts; auto = what the base model was trained for.",
+                               choices=PREDICTION_TYPES, fix="leave 'auto' unless the base model's card says otherwise",
+                               group="optimiser")
+    seed: int = opt(42, "Same seed + same settings + same data = the same LoRA.", lo=0, hi=SEED_MAX,
+                    fix="use any whole number, e.g. 42", group="optimiser")
 
-    save_precision: str = "fp16"  # dtype of the saved LoRA: fp16 (half the size), bf16 or fp32
+    save_precision: str = opt("fp16", "Dtype of the saved LoRA: fp16 (half the size), bf16 or fp32.",
+                              choices=SAVE_PRECISION, fix="use 'fp16' (the usual) or 'fp32' for exact reloads",
+                              group="output")
 
     # --- previews (the guide's --validation_prompt) and the bias check
-    preview_prompts: list[str] = field(default_factory=list)  # empty = one prompt from the dataset's captions
-    preview_every: int = 0  # steps between previews; 0 = only at the end; -1 = no previews
-    preview_seed: int = 1234
-    preview_sampling_steps: int = 20
-    preview_guidance: float = 7.5
-    negative_prompt: str = ""  # added to every preview, before the safety terms
-    safety_negative_terms: list[str] = field(default_factory=lambda: list(SAFETY_NEGATIVE_TERMS))
-    bias_check_prompts: list[str] = field(default_factory=list)  # varied prompts rendered as a grid at the end
+    preview_prompts: list[str] = opt([], "Prompts for the preview images; empty = one prompt from the dataset's "
+                                     "captions.", fix=LIST_FIX, group="previews")
+    preview_every: int = opt(0, "Steps between previews; 0 = only at the end; -1 = no previews.", lo=-1,
+                             hi=1_000_000, fix="use 0 (only at the end), -1 (none) or e.g. a quarter of "
+                             "max_train_steps", group="previews")
+    preview_seed: int = opt(1234, "Seed of the preview images.", lo=0, hi=SEED_MAX, fix="use any whole number",
+                            group="previews")
+    preview_sampling_steps: int = opt(20, "Sampling steps per preview image.", lo=1, hi=150, fix="use 20–30",
+                                      group="previews")
+    preview_guidance: float = opt(7.5, "Classifier-free guidance of the previews.", lo=1.0, hi=30.0,
+                                  fix="use 7.5 (SD 1.5) or 5–7 (SDXL)", group="previews")
+    negative_prompt: str = opt("", "Added to every preview's negative prompt, before the safety terms.",
+                               group="previews")
+    safety_negative_terms: list[str] = opt(list(SAFETY_NEGATIVE_TERMS), "Always appended to preview negatives "
+                                           "(the guide's SAFETY_NEGATIVE_TERMS).", fix=LIST_FIX, group="previews")
+    bias_check_prompts: list[str] = opt([], "Varied prompts rendered as a grid at the end (the guide's bias check).",
+                                        fix=LIST_FIX, group="previews")
 
     # --- DreamBooth-style prior preservation
-    with_prior_preservation: bool = False
-    class_prompt: str = ""  # e.g. "portrait of a person"
-    class_data_dir: str = ""  # your class images; empty = generate them once with the base model
-    num_class_images: int = 50
-    class_sampling_steps: int = 25
-    class_seed: int = 0
-    prior_loss_weight: float = 1.0
+    with_prior_preservation: bool = opt(False, "Train on class pictures alongside, so the model keeps its idea of "
+                                        "the class.", group="prior")
+    class_prompt: str = opt("", "A prompt for the general class, e.g. 'portrait of a person'.", group="prior")
+    class_data_dir: str = opt("", "Your class pictures; empty = generate them once with the base model.",
+                              group="prior")
+    num_class_images: int = opt(50, "How many class pictures for prior preservation (50–200 usual).", lo=1,
+                                hi=10_000, fix="use 50–200 (about 100 × the instance images is common)", group="prior")
+    class_sampling_steps: int = opt(25, "Sampling steps per generated class picture.", lo=1, hi=150, fix="use 25",
+                                    group="prior")
+    class_seed: int = opt(0, "Seed of the generated class pictures.", lo=0, hi=SEED_MAX, fix="use any whole number",
+                          group="prior")
+    prior_loss_weight: float = opt(1.0, "Weight of the class pictures' loss.", lo=0.0, hi=10.0, fix="use 1.0",
+                                   group="prior")
 
     # --- experiment logging
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])  # tensorboard, wandb; [] = none
+    report_to: list[str] = opt(["tensorboard"], "Experiment trackers: tensorboard, wandb; [] = none.",
+                               choices=REPORTERS, fix='use ["tensorboard"]', group="run")
 
     # --- run control
-    checkpointing_steps: int = 500
-    checkpoints_total_limit: int = 3
-    resume_from: str = ""  # a checkpoint folder, or "latest" (the newest of this job's name)
-    test_mode: bool = False  # allow 32–255 px for pipeline smoke tests with tiny models
+    checkpointing_steps: int = opt(500, "Steps between resumable checkpoints (0 = off).", lo=0, hi=1_000_000,
+                                   fix="use 0 (off) or about a quarter of max_train_steps", group="run")
+    checkpoints_total_limit: int = opt(3, "How many checkpoints to keep.", lo=1, hi=1000,
+                                       fix="keep the last 2–5 checkpoints", group="run")
+    resume_from: str = opt("", "A checkpoint folder, or 'latest' (the newest of this job's name).", group="run")
+    test_mode: bool = opt(False, "Allow 32–255 px for pipeline smoke tests with tiny models.", group="run")
+
+    def __post_init__(self) -> None:
+        # JSON and widgets give 4.0 for 4 (and 1 for 1.0): convert exact values to the field's type here, once,
+        # so every later use sees the declared type; anything inexact is left for problems() to report.
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool):
+                continue
+            if f.type == "int" and isinstance(v, float) and math.isfinite(v) and v.is_integer():
+                setattr(self, f.name, int(v))
+            elif f.type == "float" and isinstance(v, int):
+                setattr(self, f.name, float(v))
 
     # ------------------------------------------------------------------ validation
     def problems(self) -> list[Problem]:
+        """Every problem of this config, field checks first (from the definitions), then cross-field rules."""
+        found = [p for f in fields(self) if (p := _check_field(f, getattr(self, f.name), self.test_mode))]
+        return found + self._cross_field_problems()
+
+    def _cross_field_problems(self) -> list[Problem]:
         p: list[Problem] = []
-
-        def need(ok: bool, name: str, allowed: str, fix: str) -> None:
-            if not ok:
-                p.append(Problem(name, getattr(self, name), allowed, fix))
-
-        def num(name: str, lo: float, hi: float, fix: str, integer: bool = False) -> None:
-            v = getattr(self, name)
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            ok = ok and (not integer or float(v).is_integer()) and lo <= v <= hi
-            need(ok, name, f"{'an integer' if integer else 'a number'} from {lo:g} to {hi:g}", fix)
-
-        need(isinstance(self.name, str) and self.name.strip() != "", "name",
-             "a non-empty name", "give the LoRA a short name such as 'watercolor_style'")
-        lo = TEST_RESOLUTION_MIN if self.test_mode else RESOLUTION_MIN
-        num("resolution", lo, RESOLUTION_MAX, "use 512 for SD 1.5, 768 for SD 2.x, 1024 for SDXL", integer=True)
+        lo = _bounds("resolution", self.test_mode)[0]
         if isinstance(self.resolution, int) and self.resolution % 8:
-            need(False, "resolution", "a multiple of 8 (the VAE downsamples by 8)",
-                 f"use {max(lo, self.resolution // 64 * 64)} or {self.resolution // 64 * 64 + 64}")
-        num("caption_dropout", 0.0, 0.9, "use 0 (off) or 0.05–0.1")
-        num("keep_tags", 0, 100, "use 1 to keep the trigger tag first", integer=True)
-        num("rank", 1, 256, "use 4–16 for a style or subject, up to 64 for fine detail", integer=True)
-        num("alpha", 0.01, 1024, "set alpha equal to rank (strength 1.0) or half of it for gentler updates")
-        num("lora_dropout", 0.0, 0.9, "use 0.0, or 0.05–0.1 against overfitting")
-        num("learning_rate", 1e-6, 1e-2, "use 1e-4 for UNet LoRA; lower it (5e-5) if the loss jumps")
-        num("text_encoder_lr", 1e-7, 1e-2, "use about half the UNet learning rate, e.g. 5e-5")
-        need(self.lr_scheduler in SCHEDULERS, "lr_scheduler", ", ".join(SCHEDULERS), "pick 'cosine' if unsure")
-        num("lr_warmup_steps", 0, 1_000_000, "use about 5 % of max_train_steps", integer=True)
+            p.append(Problem("resolution", self.resolution, "a multiple of 8 (the VAE downsamples by 8)",
+                             f"use {max(lo, self.resolution // 64 * 64)} or {self.resolution // 64 * 64 + 64}"))
         if isinstance(self.lr_warmup_steps, int) and isinstance(self.max_train_steps, int) \
                 and self.lr_warmup_steps >= self.max_train_steps > 0:
-            need(False, "lr_warmup_steps", f"fewer than max_train_steps ({self.max_train_steps})",
-                 f"use at most {max(0, self.max_train_steps // 10)}")
-        num("lr_num_cycles", 1, 100, "use 1 (restarts only matter for cosine_with_restarts)", integer=True)
-        num("lr_power", 0.1, 10, "use 1.0 (linear decay) for the polynomial scheduler")
-        num("max_train_steps", 1, 1_000_000, "steps must be > 0; 800–3000 is typical", integer=True)
-        num("train_batch_size", 1, 256, "use 1–4 and raise gradient_accumulation_steps instead", integer=True)
-        num("gradient_accumulation_steps", 1, 1024, "use 1–8", integer=True)
-        num("max_grad_norm", 0.0, 1000, "use 1.0 (0 turns clipping off)")
-        num("adam_beta1", 0.0, 0.999999, "use 0.9")
-        num("adam_beta2", 0.0, 0.999999, "use 0.999")
-        num("adam_weight_decay", 0.0, 1.0, "use 1e-2")
-        num("adam_epsilon", 1e-12, 1e-3, "use 1e-8")
-        need(self.mixed_precision in MIXED_PRECISION, "mixed_precision", ", ".join(MIXED_PRECISION),
-             "use 'bf16' on recent NVIDIA GPUs, 'fp16' on older ones, 'no' on CPU")
-        need(self.save_precision in SAVE_PRECISION, "save_precision", ", ".join(SAVE_PRECISION),
-             "use 'fp16' (the usual) or 'fp32' for exact reloads")
-        num("snr_gamma", 0.0, 100, "use 0 (off) or 5.0 (min-SNR weighting)")
-        num("noise_offset", 0.0, 1.0, "use 0 (off) or about 0.05 for darker/brighter images")
-        need(self.prediction_type in PREDICTION_TYPES, "prediction_type", ", ".join(PREDICTION_TYPES),
-             "leave 'auto' unless the base model's card says otherwise")
-        need(self.model_type in MODEL_TYPES, "model_type", ", ".join(MODEL_TYPES), "leave 'auto'")
-        num("seed", 0, 2**32 - 1, "use any whole number, e.g. 42", integer=True)
-        num("checkpointing_steps", 0, 1_000_000, "use 0 (off) or about a quarter of max_train_steps", integer=True)
-        num("checkpoints_total_limit", 1, 1000, "keep the last 2–5 checkpoints", integer=True)
-        for f in fields(self):  # types of the free-form fields (JSON from a user may carry anything)
-            v = getattr(self, f.name)
-            if f.type == "bool" and not isinstance(v, bool):
-                need(False, f.name, "true or false", "write true or false without quotes")
-            elif f.type == "str" and not isinstance(v, str):
-                need(False, f.name, "text", "put the value in quotes")
-        num("preview_every", -1, 1_000_000, "use 0 (only at the end), -1 (none) or e.g. a quarter of max_train_steps",
-            integer=True)
-        num("preview_seed", 0, 2**32 - 1, "use any whole number", integer=True)
-        num("preview_sampling_steps", 1, 150, "use 20–30", integer=True)
-        num("preview_guidance", 1.0, 30.0, "use 7.5 (SD 1.5) or 5–7 (SDXL)")
-        num("num_class_images", 1, 10_000, "use 50–200 (about 100 × the instance images is common)", integer=True)
-        num("class_sampling_steps", 1, 150, "use 25", integer=True)
-        num("class_seed", 0, 2**32 - 1, "use any whole number", integer=True)
-        num("prior_loss_weight", 0.0, 10.0, "use 1.0")
-        if self.with_prior_preservation is True and not (self.class_prompt or "").strip():
-            need(False, "class_prompt", "a prompt when with_prior_preservation is on",
-                 "describe the class, e.g. 'portrait of a person', or turn prior preservation off")
-        for name in ("preview_prompts", "safety_negative_terms", "bias_check_prompts"):
-            v = getattr(self, name)
-            need(isinstance(v, list) and all(isinstance(x, str) for x in v), name, "a list of texts",
-                 'write a JSON list such as ["portrait of sks", "sks at the beach"]')
-        need(isinstance(self.report_to, list) and all(r in REPORTERS for r in self.report_to), "report_to",
-             "a list of " + ", ".join(REPORTERS) + " (or [] for none)", 'use ["tensorboard"]')
-        for name, allowed in (("unet_target_modules", UNET_TARGETS), ("text_encoder_target_modules", TEXT_ENCODER_TARGETS)):
-            v = getattr(self, name)
-            ok = isinstance(v, list) and len(v) > 0 and all(m in allowed for m in v)
-            need(ok, name, "a non-empty list of " + ", ".join(allowed), "use the default attention projections")
+            p.append(Problem("lr_warmup_steps", self.lr_warmup_steps, f"fewer than max_train_steps "
+                             f"({self.max_train_steps})", f"use at most {max(0, self.max_train_steps // 10)}"))
+        if self.with_prior_preservation is True and not (isinstance(self.class_prompt, str) and self.class_prompt.strip()):
+            p.append(Problem("class_prompt", self.class_prompt, "a prompt when with_prior_preservation is on",
+                             "describe the class, e.g. 'portrait of a person', or turn prior preservation off"))
         return p
 
     def validate(self) -> "TrainConfig":
@@ -250,5 +288,80 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+# ---------------------------------------------------------------------- checks derived from the definitions
+
+
+def _bounds(name: str, test_mode: bool = False) -> tuple[float, float]:
+    s = spec(name)
+    lo = TEST_RESOLUTION_MIN if (name == "resolution" and test_mode) else s.lo
+    return lo, s.hi
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_field(f: dataclasses.Field, v: Any, test_mode: bool) -> Problem | None:
+    """The problem with one field's value, from its type and FieldSpec (None if it is fine)."""
+    s: FieldSpec = f.metadata["spec"]
+    fix = s.fix
+    if f.type in ("int", "float"):
+        lo, hi = _bounds(f.name, test_mode)
+        integer = f.type == "int"
+        ok = _is_number(v) and (not integer or float(v).is_integer()) and lo <= v <= hi
+        allowed = f"{'an integer' if integer else 'a number'} from {lo:g} to {hi:g}"
+    elif f.type == "bool":
+        ok, allowed, fix = isinstance(v, bool), "true or false", "write true or false without quotes"
+    elif f.type == "str":
+        ok = isinstance(v, str) and (not s.nonempty or v.strip() != "") and (s.choices is None or v in s.choices)
+        allowed = ", ".join(s.choices) if s.choices else ("a non-empty name" if s.nonempty else "text")
+        fix = fix or "put the value in quotes"
+    else:  # list[str]
+        ok = isinstance(v, list) and all(isinstance(x, str) for x in v) and (not s.nonempty or len(v) > 0) \
+            and (s.choices is None or all(x in s.choices for x in v))
+        allowed = _list_allowed(s)
+    return None if ok else Problem(f.name, v, allowed, fix)
+
+
+def _list_allowed(s: FieldSpec) -> str:
+    if not s.choices:
+        return "a list of texts"
+    return ("a non-empty list of " if s.nonempty else "a list of ") + ", ".join(s.choices) + \
+        ("" if s.nonempty else " (or [] for none)")
+
+
+# ---------------------------------------------------------------------- the definitions, for derived files
+
+
+def spec(name: str) -> FieldSpec:
+    return _FIELDS[name].metadata["spec"]
+
+
+def field_type(name: str) -> str:
+    return str(_FIELDS[name].type)
+
+
+def field_default(name: str) -> Any:
+    f = _FIELDS[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def field_names() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
+
+
+def field_table() -> dict[str, dict[str, Any]]:
+    """Every field's definition as plain data (for web/presets.json and `python -m trainer presets`)."""
+    out = {}
+    for name in field_names():
+        s = spec(name)
+        row = {"type": field_type(name), "default": field_default(name), "help": s.help, "group": s.group}
+        if s.lo is not None:
+            row.update(min=s.lo, max=s.hi)
+        if s.choices is not None:
+            row["choices"] = list(s.choices)
+        out[name] = row
+    return out
+
+
+_FIELDS = {f.name: f for f in fields(TrainConfig)}

@@ -9,10 +9,10 @@ Every field stays overridable: `apply_preset(key, overrides)` returns a validate
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from .config import TrainConfig
+from .config import TrainConfig, field_table, field_type
 from .errors import ConfigError, Problem
 
 
@@ -86,3 +86,51 @@ def apply_preset(key: str, overrides: dict[str, Any] | None = None) -> TrainConf
     data["preset"] = preset.key
     data.update(overrides or {})
     return TrainConfig.from_dict(data).validate()
+
+
+# The overrides the Configure LoRA node offers as widgets, in widget order (saved UI workflows store widget
+# values by position: append, never reorder). How a widget maps to its field follows from the field's type:
+#   "number"  0 keeps the preset's value          "switch"  preset / on / off
+#   "choice"  preset / one of the field's choices
+# and three fields read differently: mixed_precision ("auto", also when absent = what the GPU has), seed
+# (always set) and class_prompt (text turns prior preservation on).
+# nodes/configure.py builds its widgets from this table and web/presets.json carries it to the panel's JS.
+CONFIGURE_WIDGETS = ("resolution", "max_train_steps", "learning_rate", "rank", "alpha", "train_text_encoder",
+                     "lr_scheduler", "train_batch_size", "gradient_accumulation_steps", "mixed_precision",
+                     "gradient_checkpointing", "seed", "class_prompt", "num_class_images")
+SPECIAL_WIDGETS = {"mixed_precision": "auto", "seed": "always", "class_prompt": "class_prompt"}
+KEEP = "preset"  # combo value meaning "use the preset's value"
+
+
+def widget_kind(name: str) -> str:
+    if name in SPECIAL_WIDGETS:
+        return SPECIAL_WIDGETS[name]
+    return {"int": "number", "float": "number", "bool": "switch", "str": "choice"}[field_type(name)]
+
+
+def overrides_from_widgets(widgets: dict[str, Any], auto_precision: str = "no") -> dict[str, Any]:
+    """Configure LoRA's widget values → config overrides (the panel's JS reads them the same way)."""
+    o: dict[str, Any] = {}
+    for name in CONFIGURE_WIDGETS:
+        kind = widget_kind(name)
+        v = widgets.get(name, "auto" if kind == "auto" else None)
+        if v is None:
+            continue
+        if kind == "number" and v:
+            o[name] = int(v) if field_type(name) == "int" else float(v)
+        elif kind in ("switch", "choice") and v != KEEP:
+            o[name] = (v == "on") if kind == "switch" else v
+        elif kind == "auto":
+            o[name] = auto_precision if v == "auto" else v
+        elif kind == "always":
+            o[name] = int(v) if field_type(name) == "int" else v
+        elif kind == "class_prompt" and str(v).strip():
+            o.update(with_prior_preservation=True, class_prompt=str(v).strip())
+    return o
+
+
+def web_table() -> dict[str, Any]:
+    """web/presets.json: the presets, the widget kinds and every field's definition, for the preset panel."""
+    return {"presets": {key: asdict(p) for key, p in PRESETS.items()},
+            "widgets": {name: widget_kind(name) for name in CONFIGURE_WIDGETS},
+            "fields": field_table()}

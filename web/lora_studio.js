@@ -6,7 +6,7 @@
 //                 If the node returns {"ui": {"loss": [one loss per step]}}, that history replaces them
 //                 when it finishes, and a cached re-run shows it too.
 // Configure LoRA: the chosen preset's values with this node's overrides (from web/presets.json, generated
-//                 from trainer/presets.py), and after the node ran, the headless command with a copy
+//                 by tools/generate.py from trainer/presets.py and trainer/config.py), and after the node ran, the headless command with a copy
 //                 button. The command comes from the node's `ui` output: {"ui": {"command": [text]}}.
 //
 // Callbacks already on the node type or node (onNodeCreated, onExecuted, onConfigure, onRemoved,
@@ -176,7 +176,7 @@ function setupConfigurePanel(node) {
   const refresh = () => {
     if (presets === null) { presetsReady.then(refresh); return; }
     const values = widgetValues(node);
-    panel.update(findPreset(presets, values.preset), values);
+    panel.update(findPreset(presets, values.preset), values, presets);
   };
   const restring = () => { panel.setStrings(strings); refresh(); };
   onStrings.add(restring);
