@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from .config import TrainConfig, field_names, field_table
-from .errors import LoraStudioError
+from .errors import LoraStudioError, TrainingCancelled
 from .presets import PRESETS, apply_preset
 
 log = logging.getLogger("lora_studio.cli")
@@ -72,11 +73,23 @@ def _print_progress(info) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .commands import resume_command
+    from .interrupt import StopOnSignal
     from .job import run_job
     from .loop import Callbacks
 
     cfg = build_config(args)
-    result = run_job(cfg, Callbacks(on_step=_print_progress))  # messages arrive through the lora_studio logger
+    with StopOnSignal() as stop:  # Ctrl-C / SIGTERM: stop after this step, keep a checkpoint
+        try:
+            # messages arrive through the lora_studio logger
+            result = run_job(cfg, Callbacks(on_step=_print_progress, should_stop=stop.requested))
+        except TrainingCancelled as e:
+            print(f"stopped: {e}", file=sys.stderr)
+            ck = getattr(e, "checkpoint", None)
+            record = getattr(e, "record_path", None)
+            if ck and record:
+                print(f"checkpoint: {ck}\nto continue, run:\n  {resume_command(record, ck)}", file=sys.stderr)
+            return stop.exit_code if stop.requested() else 130
     if result.lora_path:
         m = result.record["metrics"]
         print(f"LoRA written: {result.lora_path}\njob record: {result.record_path}\n"
@@ -86,14 +99,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Is this LoRA meant for this base model? (The guide's "colour shifts: wrong base model" row.)"""
-    from safetensors import safe_open
-
-    from .export import base_mismatch_warning
+    from .export import base_mismatch_warning, read_lora_metadata
     from .job import file_sha256
 
-    with safe_open(args.lora, "pt") as f:
-        metadata = f.metadata() or {}
-    base = Path(args.base)
+    metadata = read_lora_metadata(Path(args.lora).expanduser())
+    base = Path(args.base).expanduser()
+    if not base.exists():
+        raise LoraStudioError(f"--base '{args.base}' does not exist. Fix: name the checkpoint file or diffusers "
+                              "folder you generate with.")
+    if base.is_dir() and not (base / "unet").is_dir():
+        raise LoraStudioError(f"--base '{args.base}' is a folder but not a diffusers model (no unet/ inside). "
+                              "Fix: name the checkpoint file, or the diffusers folder itself.")
     warning = base_mismatch_warning(metadata, file_sha256(base), base.name)
     print(f"warning: {warning}" if warning else f"ok: {Path(args.lora).name} was trained on {base.name}")
     return 1 if warning else 0
@@ -150,11 +166,38 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--base", required=True, help="the base checkpoint file or diffusers folder")
     c.set_defaults(func=cmd_check)
     args = ap.parse_args(argv)
+    return run_guarded(args.func, args)
+
+
+def run_guarded(func, args: argparse.Namespace) -> int:
+    """Run a subcommand; whatever goes wrong, the person reads one clear message, never a traceback.
+
+    Exit codes: 0 done, 1 a check found a problem, 2 bad input or an explained failure,
+    3 an unexpected error (a bug: LORA_STUDIO_DEBUG=1 shows its traceback), 130/143 stopped by a signal.
+    """
     try:
-        return args.func(args)
+        return func(args)
     except LoraStudioError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("stopped at once (second Ctrl-C): no checkpoint of the current step was written.", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory. Fix: lower resolution or train_batch_size, or close other programs.",
+              file=sys.stderr)
+        return 2
+    except OSError as e:
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or e}{where}. Fix: check that the path exists and is readable/writable, "
+              "and that the disk has free space.", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: say so plainly; the traceback only on request
+        if os.environ.get("LORA_STUDIO_DEBUG"):
+            raise
+        print(f"internal error: {e.__class__.__name__}: {e}\nThis is a bug in LoRA Studio, not in your input. "
+              "Run again with LORA_STUDIO_DEBUG=1 to see the traceback, and please report it.", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -282,7 +282,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        return cls.from_json(read_job_text(path))
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -365,3 +365,39 @@ def field_table() -> dict[str, dict[str, Any]]:
 
 
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+MAX_JOB_BYTES = 16 * 2**20  # a job file or record is a few KB; anything this big is not one
+
+
+def read_job_text(path: str | Path) -> str:
+    """The text of a job file, with a clear error for what people actually pass by mistake.
+
+    UTF-8 is the format; a byte-order mark (Windows editors, PowerShell's `>` writes UTF-16) is
+    honoured rather than refused, since the content is still a valid job.
+    """
+    p = Path(path).expanduser()
+
+    def bad(allowed: str, fix: str) -> ConfigError:
+        return ConfigError([Problem("--job", str(path), allowed, fix)])
+
+    if not p.exists():
+        hint = f" (looked in {Path.cwd()})" if not p.is_absolute() else ""
+        raise bad("an existing job JSON file", f"check the path{hint}; job records are in the jobs folder")
+    if p.is_dir():
+        raise bad("a file, not a folder", "name one .json file inside it")
+    try:
+        if p.stat().st_size > MAX_JOB_BYTES:
+            raise bad(f"a JSON file under {MAX_JOB_BYTES // 2**20} MB", "name a job JSON or a job record")
+        raw = p.read_bytes()
+    except OSError as e:
+        raise bad("a readable file", f"check its permissions ({e.strerror or e})") from None
+    encoding = next((enc for bom, enc in _BOMS if raw.startswith(bom)), "utf-8")
+    if encoding == "utf-8" and b"\x00" in raw[:4096]:
+        raise bad("UTF-8 text", "it looks like UTF-16 without a byte-order mark: save it as UTF-8")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise bad("UTF-8 text", f"save it as UTF-8 (byte {e.start} is not {encoding}); is it a JSON file at all?") \
+            from None

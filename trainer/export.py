@@ -55,9 +55,35 @@ def free_path(folder: Path, stem: str, suffix: str = ".safetensors") -> Path:
     return candidate
 
 
+def folder_problem(folder: str | Path) -> str | None:
+    """Why `folder` cannot hold our files (None if it can): an existing file on the way, or no write access."""
+    p = Path(folder).expanduser()
+    probe = p
+    while not probe.exists():  # the first part of the path that exists decides
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        return f"'{probe}' is a file, not a folder" if probe == p else f"'{probe}' on the way there is a file"
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        return f"'{probe}' is not writable by this user"
+    return None
+
+
+def ensure_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = folder_problem(folder) or (e.strerror or str(e))
+        raise ExportError(f"Cannot create the folder '{folder}': {why}. Nothing was written. Fix: choose another "
+                          "folder, or remove what is in the way.") from None
+    if not folder.is_dir():
+        raise ExportError(f"'{folder}' is a file, not a folder. Nothing was written. Fix: choose another folder.")
+
+
 def _write_atomic(path: Path, write, overwrite: bool) -> Path:
     """Write via `write(tmp_path)`; then move into place. Without `overwrite`, an existing file is never replaced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     os.close(fd)
     try:
@@ -203,17 +229,35 @@ def save_lora(out_dir: Path, stem: str, tensors: dict[str, torch.Tensor], metada
     """Write `<stem>.safetensors` (or `<stem>_N` if taken) and its adapter config; never overwrites."""
     out_dir = Path(out_dir).expanduser()
     stem = sanitize_name(stem)
-    while True:  # another writer may take the free name between our look and our link: look again
+    for _ in range(10_000):  # another writer may take the free name between our look and our link: look again
         path = free_path(out_dir, stem)
         try:
             write_safetensors_atomic(path, tensors, metadata, overwrite=False)
             break
         except FileExistsError:
             continue
+    else:
+        raise ExportError(f"No free file name for '{stem}' in {out_dir}. Fix: choose another name.")
     cfg_path = path.with_suffix(".adapter_config.json")
     write_json_atomic(cfg_path, adapter_cfg, overwrite=True)
     log.info("wrote %s", path)
     return path, cfg_path
+
+
+def read_lora_metadata(path: Path) -> dict[str, str]:
+    """The header metadata of a LoRA file, or an ExportError saying why this is not one."""
+    import safetensors
+
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ExportError(f"LoRA '{path}' {what}. Fix: name the .safetensors file the training wrote.")
+    try:
+        with safetensors.safe_open(str(path), "pt") as f:
+            return f.metadata() or {}
+    except (safetensors.SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ExportError(f"'{path}' is not a readable .safetensors file ({str(e)[:120]}). Fix: name the LoRA "
+                          "file itself (its .adapter_config.json is only the companion).") from None
 
 
 def base_mismatch_warning(metadata: dict[str, str], base_sha256: str, base_name: str) -> str | None:

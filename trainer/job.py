@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,10 +27,11 @@ from .config import TrainConfig
 from .data import Dataset, LatentCache, check_dataset, plan_buckets
 from .data.quality import file_sha256 as bytes_sha256
 from .encode import build_items, square_sizes
-from .errors import ConfigError, LoraStudioError, TrainingCancelled
-from .export import (SAVE_DTYPES, adapter_config, kohya_state_dict, lora_metadata, sanitize_name, save_lora,
+from .errors import ConfigError, LoraStudioError, Problem, TrainingCancelled
+from .export import (SAVE_DTYPES, adapter_config, folder_problem, kohya_state_dict, lora_metadata, sanitize_name, save_lora,
                      write_json_atomic)
 from . import checkpoint
+from .commands import headless_command
 from .loop import Callbacks, Trainer, TrainResult
 from .tracking import TrackerGroup, make_trackers, reporter_problems
 from .models import BaseModel, load_base_model
@@ -49,11 +51,6 @@ class JobResult:
     adapter_config: dict[str, Any] = field(default_factory=dict)
     family: str = ""
     base_fingerprint: torch.Tensor | None = None  # first UNet weights: tells whether a MODEL is the same base
-
-
-def headless_command(record_path: Path | str) -> str:
-    """The guide's copyable command: the same job, from a terminal, on one or several GPUs."""
-    return f'accelerate launch -m trainer train --job "{record_path}"'
 
 
 def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
@@ -118,7 +115,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
     """Train one LoRA. Raises LoraStudioError subclasses with their explanations; writes no LoRA then."""
     cb = callbacks or Callbacks()
     cfg.validate()
-    problems = reporter_problems(cfg.report_to)
+    problems = reporter_problems(cfg.report_to) + output_folder_problems(cfg, write_lora)
     if problems:  # e.g. W&B asked for but not installed: say so before anything loads or trains
         raise ConfigError(problems)
     report = None
@@ -138,12 +135,15 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
         "dataset": {"path": str(ds.root), "images": len(ds.samples), "warnings": ds.warnings,
                     "report": report.to_dict() if report is not None else None},
         "environment": _versions(),
+        # who runs it: a record whose process is gone reads "interrupted", not "running" (see runstate)
+        "process": {"pid": os.getpid(), "host": socket.gethostname()},
     }
     acc = None
     trackers = None
     opened = False
     bm = base
     done = False
+    saved: dict[str, Path] = {}  # the newest checkpoint this run wrote: a stopped run says where it is
     with contextlib.ExitStack() as stack:
         # ComfyUI runs nodes under inference mode; training needs autograd, and nothing here may
         # change the caller's RNG streams.
@@ -170,7 +170,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                 trackers = TrackerGroup(make_trackers(cfg.report_to, job_dir, job_id, cfg.to_dict()))
                 cb = _with_trackers(cb, trackers)
             trainer = Trainer(cfg, bm, items, acc, cb, prior_items=prior_items,
-                              checkpointer=_checkpointer(cfg, acc, fp, job_id, lambda: trainer),
+                              checkpointer=_checkpointer(cfg, acc, fp, job_id, lambda: trainer, saved),
                               previewer=_previewer(cfg, bm, ds, acc, cb, job_dir, lambda: trainer)
                               if cfg.preview_every >= 0 else None)
             if resume is not None:
@@ -203,8 +203,16 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
             done = True
             return result
         except TrainingCancelled as e:
+            e.checkpoint = saved.get("path") if e.step else None
+            e.record_path = record_path if opened else None
             if opened:
+                if e.checkpoint:
+                    record["checkpoint"] = str(e.checkpoint)
                 _close_record(acc, record_path, record, "cancelled", str(e))
+            raise
+        except KeyboardInterrupt:
+            if opened:
+                _close_record(acc, record_path, record, "interrupted", "stopped at once (Ctrl-C twice or a kill)")
             raise
         except BaseException as e:
             if opened:
@@ -217,6 +225,18 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                 acc.free_memory()
             if trackers is not None:
                 trackers.close()
+
+
+def output_folder_problems(cfg: TrainConfig, write_lora: bool = True) -> list[Problem]:
+    """Folders the run will write to, checked before hours of training rather than at the final save."""
+    names = (["output_dir"] if write_lora else []) + ["jobs_dir"] + (["cache_dir"] if cfg.cache_dir else [])
+    out = []
+    for name in names:
+        why = folder_problem(getattr(cfg, name))
+        if why:
+            out.append(Problem(name, getattr(cfg, name), "a folder this user can write to (made if missing)",
+                               f"{why}: choose another folder"))
+    return out
 
 
 def _encode(cfg: TrainConfig, bm: BaseModel, ds: Dataset, acc, cb: Callbacks, latent_cache, record: dict):
@@ -268,13 +288,14 @@ def _with_trackers(cb: Callbacks, trackers) -> Callbacks:
     return Callbacks(on_step=on_step, should_stop=cb.should_stop, on_message=cb.on_message, on_preview=on_preview)
 
 
-def _checkpointer(cfg: TrainConfig, acc, fp: dict, job_id: str, get_trainer):
+def _checkpointer(cfg: TrainConfig, acc, fp: dict, job_id: str, get_trainer, saved: dict):
     def save(step: int) -> None:
         trainer = get_trainer()
         if acc.is_main_process:
             optim, rng, meta = trainer.state()
-            checkpoint.save(checkpoint.checkpoints_root(cfg), step, trainer.adapter_tensors(), optim, rng,
-                            dict(meta, fingerprint=fp, job_id=job_id), keep=cfg.checkpoints_total_limit)
+            saved["path"] = checkpoint.save(checkpoint.checkpoints_root(cfg), step, trainer.adapter_tensors(), optim,
+                                            rng, dict(meta, fingerprint=fp, job_id=job_id),
+                                            keep=cfg.checkpoints_total_limit)
         acc.wait_for_everyone()
 
     return save  # also without checkpointing_steps: Cancel always checkpoints
