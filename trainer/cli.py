@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import TrainConfig, field_names, field_table
-from .errors import LoraStudioError, TrainingCancelled
+from .config import TrainConfig, field_names, field_table, field_type
+from .errors import ConfigError, LoraStudioError, Problem, TrainingCancelled
 from .presets import PRESETS, apply_preset
 
 log = logging.getLogger("lora_studio.cli")
@@ -24,7 +24,11 @@ log = logging.getLogger("lora_studio.cli")
 DEMO_DATASET = Path(__file__).resolve().parent.parent / "example_data" / "watercolor_fox"
 
 
-def _parse_value(raw: str):
+def _parse_value(key: str, raw: str):
+    """--set values read by the field's declared type: a text field keeps the text as typed
+    (`--set class_prompt=1984` stays "1984"); others are JSON, or text when they are not JSON."""
+    if key in field_names() and field_type(key) == "str":
+        return raw
     try:
         return json.loads(raw)
     except json.JSONDecodeError:
@@ -35,9 +39,10 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     overrides: dict = {}
     for item in args.set or []:
         if "=" not in item:
-            raise SystemExit(f"--set needs key=value, got '{item}'. Known keys: {', '.join(field_names())}")
+            raise ConfigError([Problem("--set", item, "key=value", "write e.g. --set rank=16; `presets` lists "
+                                       "every key")])
         k, v = item.split("=", 1)
-        overrides[k.strip()] = _parse_value(v)
+        overrides[k.strip()] = _parse_value(k.strip(), v)
     for flag, key in (("base_model", "base_model"), ("dataset", "dataset"), ("trigger", "trigger_token"),
                       ("output_dir", "output_dir"), ("jobs_dir", "jobs_dir"), ("name", "name")):
         if getattr(args, flag, None):

@@ -108,6 +108,17 @@ def widget_kind(name: str) -> str:
     return {"int": "number", "float": "number", "bool": "switch", "str": "choice"}[field_type(name)]
 
 
+def _number(v: Any) -> Any:
+    """A widget's number as a number; the API may send text ("1500"). Text that is no number is passed on
+    unchanged, so that validation names the field and its range instead of a raw int() error."""
+    if isinstance(v, str):
+        try:
+            return float(v) if any(c in v.lower() for c in ".en") else int(v)
+        except ValueError:
+            return v
+    return v
+
+
 def overrides_from_widgets(widgets: dict[str, Any], auto_precision: str = "no") -> dict[str, Any]:
     """Configure LoRA's widget values → config overrides (the panel's JS reads them the same way)."""
     o: dict[str, Any] = {}
@@ -116,14 +127,14 @@ def overrides_from_widgets(widgets: dict[str, Any], auto_precision: str = "no") 
         v = widgets.get(name, "auto" if kind == "auto" else None)
         if v is None:
             continue
-        if kind == "number" and v:
-            o[name] = int(v) if field_type(name) == "int" else float(v)
+        if kind == "number" and _number(v):  # 0 (also "0" from the API) keeps the preset's value
+            o[name] = _number(v)
         elif kind in ("switch", "choice") and v != KEEP:
             o[name] = (v == "on") if kind == "switch" else v
         elif kind == "auto":
             o[name] = auto_precision if v == "auto" else v
         elif kind == "always":
-            o[name] = int(v) if field_type(name) == "int" else v
+            o[name] = _number(v) if field_type(name) in ("int", "float") else v
         elif kind == "class_prompt" and str(v).strip():
             o.update(with_prior_preservation=True, class_prompt=str(v).strip())
     return o
