@@ -11,6 +11,7 @@ from trainer import TrainConfig
 from trainer.encode import encode_tokens, tokenize
 from trainer.job import run_job
 from trainer.models import load_base_model
+from tests.support.kohya_names import file_module_names, text_encoder_module_names, unet_module_names
 
 
 def _pipeline(family, base_dir):
@@ -60,6 +61,17 @@ def test_reload_through_diffusers_matches_trained_model(family, tmp_path, sample
         assert {f"{mod}.lora_down.weight", f"{mod}.lora_up.weight", f"{mod}.alpha"} <= keys, mod
     assert any(k.startswith(prefixes[1]) for k in keys), "text encoder LoRA missing"
     assert meta["ss_network_dim"] == "8" and meta["ss_base_model_version"].startswith(("sd_v1", "sdxl"))
+
+    # exactly the modules kohya's networks/lora.py creates for this architecture and these targets
+    # (SGM block names for SDXL): nothing unmatched either way
+    table = unet_module_names(family, trained.unet.config, cfg.unet_target_modules)
+    for prefix, te in zip(prefixes[1:], trained.text_encoders):
+        table |= text_encoder_module_names(prefix.rstrip("_"), te.config.num_hidden_layers,
+                                           cfg.text_encoder_target_modules)
+    assert file_module_names(keys) == table
+    if family == "sdxl":
+        assert any(k.startswith("lora_unet_input_blocks_") for k in keys)
+        assert not any(k.startswith(("lora_unet_down_blocks", "lora_unet_up_blocks", "lora_unet_mid_block")) for k in keys)
 
     _, pipe = _pipeline(family, base)
     pipe.load_lora_weights(str(res.lora_path))

@@ -154,4 +154,10 @@ def test_v_prediction_model_trains_and_its_loss_falls(tmp_path, sample_dataset):
                                                        snr_gamma=5.0)))
     m = res.record["metrics"]
     assert res.record["base_model"]["prediction_type"] == "v_prediction"
+    from safetensors import safe_open
+
+    with safe_open(str(res.lora_path), "pt") as f:  # metadata as kohya writes it for a v-prediction SD2 LoRA
+        meta = f.metadata()
+    assert meta["modelspec.architecture"] == "stable-diffusion-v2-768-v/lora"
+    assert meta["modelspec.prediction_type"] == "v" and meta["ss_v2"] == "True"
     assert m["eval_loss_after"] < 0.9 * m["eval_loss_before"], (m["eval_loss_before"], m["eval_loss_after"])

@@ -21,14 +21,18 @@ from typing import Any
 import torch
 
 from .errors import ExportError
+from .interop import sgm_state_dict
 from .lora import text_encoder_prefixes, to_kohya
 
 log = logging.getLogger("lora_studio.export")
 
 SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BASE_VERSION = {"sd15": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
-ARCHITECTURE = {"sd15": "stable-diffusion-v1/lora", "sd2": "stable-diffusion-v2-768-v/lora",
-                "sdxl": "stable-diffusion-xl-v1-base/lora"}
+# modelspec / kohya (library/sai_model_spec.py): SD2 is "-512" for epsilon and "-768-v" for v-prediction
+ARCHITECTURE = {"sd15": "stable-diffusion-v1", "sd2": "stable-diffusion-v2-512", "sd2-v": "stable-diffusion-v2-768-v",
+                "sdxl": "stable-diffusion-xl-v1-base"}
+# kohya names the implementation after the key layout: SGM for SDXL LoRAs, diffusers' for SD1/SD2
+IMPLEMENTATION = {"sdxl": "https://github.com/Stability-AI/generative-models"}
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
 
@@ -154,11 +158,21 @@ def write_safetensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metad
 
 
 def kohya_state_dict(family: str, unet_lora: dict, te_loras: list[dict], alpha: float,
-                     dtype: torch.dtype) -> dict[str, torch.Tensor]:
+                     dtype: torch.dtype, unet_config=None) -> dict[str, torch.Tensor]:
+    """kohya keys from peft-keyed adapter weights; SDXL UNet modules by their SGM names (as kohya's SDXL files)."""
+    if family == "sdxl":
+        if unet_config is None:
+            raise ValueError("SDXL export needs the UNet config to number the SGM blocks")
+        unet_lora = sgm_state_dict(unet_lora, unet_config)
     out = to_kohya("lora_unet", unet_lora, alpha, False, dtype)
     for prefix, te in zip(text_encoder_prefixes(family), te_loras):
         out.update(to_kohya(prefix, te, alpha, True, dtype))
     return out
+
+
+def architecture(family: str, prediction_type: str) -> str:
+    key = "sd2-v" if family == "sd2" and prediction_type == "v_prediction" else family
+    return ARCHITECTURE[key] + "/lora"
 
 
 def lora_metadata(*, family: str, cfg, base_hash: str, dataset_hash: str, n_images: int, steps: int,
@@ -193,13 +207,12 @@ def lora_metadata(*, family: str, cfg, base_hash: str, dataset_hash: str, n_imag
         "ss_trigger_token": cfg.trigger_token,
         "ss_output_name": name,
         "ss_training_preset": cfg.preset,
-        "ss_prediction_type": prediction_type,
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": ARCHITECTURE[family],
-        "modelspec.implementation": "diffusers",
+        "modelspec.architecture": architecture(family, prediction_type),
+        "modelspec.implementation": IMPLEMENTATION.get(family, "diffusers"),
         "modelspec.title": name,
         "modelspec.resolution": f"{cfg.resolution}x{cfg.resolution}",
-        "modelspec.prediction_type": prediction_type,
+        "modelspec.prediction_type": "v" if prediction_type == "v_prediction" else "epsilon",
         "modelspec.trigger_phrase": cfg.trigger_token,
         "lora_studio.config": cfg.to_json(),
     }
@@ -220,7 +233,8 @@ def adapter_config(cfg, family: str) -> dict[str, Any]:
         for k, v in list(p.items()):
             if isinstance(v, set):
                 p[k] = sorted(v)
-    return {"format": "kohya (lora_unet_* / lora_te*_*, lora_down/lora_up/alpha)", "base_model_family": family,
+    unet_names = "SGM (input_blocks/middle_block/output_blocks)" if family == "sdxl" else "diffusers"
+    return {"format": f"kohya (lora_unet_* with {unet_names} module names / lora_te*_*, lora_down/lora_up/alpha)", "base_model_family": family,
             "rank": cfg.rank, "alpha": cfg.alpha, "peft": parts}
 
 

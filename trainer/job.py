@@ -28,6 +28,7 @@ from .data import Dataset, LatentCache, check_dataset, plan_buckets
 from .data.quality import file_sha256 as bytes_sha256
 from .encode import build_items, square_sizes
 from .errors import ConfigError, LoraStudioError, Problem, TrainingCancelled
+from .interop import target_warnings
 from .export import (SAVE_DTYPES, adapter_config, folder_problem, kohya_state_dict, lora_metadata, sanitize_name, save_lora,
                      write_json_atomic)
 from . import checkpoint
@@ -160,6 +161,10 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                                     "sha256": file_sha256(bm.source, resolve_cache_dir(cfg)),
                                     "tokenizer": bm.extra.get("tokenizer")}
             record["dataset"]["sha256"] = ds.content_hash()
+            record["warnings"] = target_warnings(bm.family, cfg.unet_target_modules, cfg.train_text_encoder,
+                                                 cfg.text_encoder_target_modules)
+            for w in record["warnings"]:
+                cb.message(f"warning: {w}")
             fp = checkpoint.fingerprint(cfg, record["base_model"]["sha256"], record["dataset"]["sha256"])
             resume = checkpoint.resolve_resume(cfg, fp)
             if latent_cache is None:
@@ -187,7 +192,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                                base_fingerprint=base_fingerprint(bm.unet.conv_in.weight))
             if acc.is_main_process:
                 result.tensors = kohya_state_dict(bm.family, train.unet_lora, train.text_encoder_loras, cfg.alpha,
-                                                  SAVE_DTYPES[cfg.save_precision])
+                                                  SAVE_DTYPES[cfg.save_precision], unet_config=bm.unet.config)
                 result.metadata = lora_metadata(
                     family=bm.family, cfg=cfg, base_hash=record["base_model"]["sha256"],
                     dataset_hash=record["dataset"]["sha256"], n_images=len(ds.samples), steps=train.steps,
