@@ -174,3 +174,32 @@ def lie_about_sizes(path: Path, claimed: int) -> Path:
         i = data.find(b"PK\x01\x02", i + 4)
     path.write_bytes(bytes(data))
     return path
+
+
+def huge_png(path: Path, width: int, height: int, color_type: int = 6, depth: int = 8) -> Path:
+    """A real, complete PNG of zeros (a decoder must inflate every row) that costs neither the memory nor
+    the time of the picture: one row is deflated once with a full flush, which makes its compressed bytes
+    independent of what came before, so repeating them `height` times is a valid stream of every row."""
+    bands = {0: 1, 2: 3, 4: 2, 6: 4}[color_type] * depth // 8
+    row = b"\x00" * (1 + width * bands)  # filter byte 0, then zero samples
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = packer.compress(row) + packer.flush(zlib.Z_FULL_FLUSH)
+    end = packer.flush(zlib.Z_FINISH)
+    n = len(row) * height
+    adler = ((n % 65521) << 16) | 1  # adler32 of n zero bytes: a stays 1, b adds a n times
+    body = b"\x78\xda" + block * height + end + struct.pack(">I", adler)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+def bmp_header_only(path: Path, width: int, height: int) -> Path:
+    """A 24-bit BMP whose header declares width x height, followed by no pixels."""
+    row = (width * 3 + 3) // 4 * 4
+    dib = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, row * height, 2835, 2835, 0, 0)
+    path.write_bytes(b"BM" + struct.pack("<IHHI", 14 + len(dib) + row * height, 0, 0, 14 + len(dib)) + dib)
+    return path

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import Dataset, load_rgb, to_training_tensor
+from .data import Dataset, to_training_tensor
+from .data.images import load_for_training
 from .models import BaseModel
 
 log = logging.getLogger("lora_studio.encode")
@@ -73,12 +74,12 @@ def build_items(bm: BaseModel, dataset: Dataset, sizes: list[tuple[int, int]], d
         chunk = list(zip(samples[start:start + batch], sizes[start:start + batch]))
         pixels, meta, latents = [], [], [None] * len(chunk)
         for j, (s, (w, h)) in enumerate(chunk):
-            img = load_rgb(s.path)
+            (ow, oh), img = load_for_training(s.path, w, h)  # reduced where it is far larger than w x h
             key = latent_cache.key(s.path, w, h, center_crop, flip) if latent_cache else None
             if key is not None:
                 latents[j] = latent_cache.get(key)
             t, (top, left) = to_training_tensor(img, w, h, center_crop, flip)
-            meta.append((img.height, img.width, top, left, key))
+            meta.append((oh, ow, top, left, key))  # SDXL's 'original size': the file's, as shown
             if latents[j] is None:
                 pixels.append((j, t))
         # group the misses by size: one VAE call per size

@@ -22,7 +22,8 @@ from .quality import file_sha256
 
 log = logging.getLogger("lora_studio.data.cache")
 
-CACHE_FORMAT = "lora-studio-latent-v1"  # part of every key: a change in encoding invalidates old entries
+# part of every key: a change in encoding invalidates old entries (v2: large pictures are box-reduced first)
+CACHE_FORMAT = "lora-studio-latent-v2"
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
