@@ -6,12 +6,13 @@ from pathlib import Path
 
 
 def train_config(model_dir: Path, data_dir: Path, work: Path, cfg: dict, steps: int, rank: int,
-                 precision: str, seed: int = 42):
+                 precision: str, seed: int = 42, compile_mode: str | None = None):
     """The job the guide's script runs, as a TrainConfig: rank = alpha, attention targets, constant lr 1e-4,
     no warm-up, no accumulation, no min-SNR, clip 1.0, AdamW defaults, no text-encoder training."""
     from trainer.config import TrainConfig
 
-    return TrainConfig(
+    extra = {} if compile_mode is None else {"compile": compile_mode}
+    return TrainConfig(**extra,
         name=f"bench_{cfg['name']}", base_model=str(model_dir), model_type=cfg["family"], dataset=str(data_dir),
         output_dir=str(work / "loras"), jobs_dir=str(work / "jobs"), cache_dir=str(work / "cache"),
         resolution=cfg["resolution"], center_crop=True, random_flip=False,

@@ -117,20 +117,26 @@ def script_args(script_family: str, model: Path, data: Path, out: Path, cfg: Ben
 
 
 # ------------------------------------------------------------------ one run in its own process
+def run_env(run_dir: Path, device: str, threads: int, ours: bool) -> dict:
+    """Offline, a fresh HF_HOME, and on the CPU the run's thread count."""
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DIFFUSERS_OFFLINE="1",
+               HF_HOME=str(run_dir / "hf_home"),  # a fresh cache: datasets builds its arrow files each time, as for a new user
+               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", WANDB_MODE="disabled")
+    if ours:
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    return env
+
+
 def launch(mode: str, run_dir: Path, *, device: str, threads: int, timeout: float, script: Path | None = None,
            rest: list[str]) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     result = run_dir / "result.json"
     log = run_dir / "log.txt"
-    env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DIFFUSERS_OFFLINE="1",
-               HF_HOME=str(run_dir / "hf_home"),  # a fresh cache: datasets builds its arrow files each time, as for a new user
-               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", WANDB_MODE="disabled")
-    if mode == "ours":
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
-    if device == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    env = run_env(run_dir, device, threads, ours=mode == "ours")
     cmd = [sys.executable, str(LAUNCHER), "--result", str(result), "--mode", mode]
     if threads and device == "cpu":
         cmd += ["--threads", str(threads)]
@@ -256,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--keep-work", action="store_true", help="keep the temporary work folder")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per run")
     ap.add_argument("--out", help="write the results as JSON here (rewritten after each configuration)")
+    ap.add_argument("--ops", action="store_true", help="count what one optimizer step dispatches (all ops, kernel "
+                    "ops, host syncs) instead of timing; default configs sd15-64-b1,sdxl-64-b1, bf16 (see bench/README.md)")
+    ap.add_argument("--ops-sides", default="ours,ours-compiled,script", help="--ops: ours,ours-compiled,script")
     ap.add_argument("--export-anchor", metavar="DIR", help="only copy the guide's scripts from --diffusers-repo into DIR "
                     "(for a machine without the snapshot) and exit; DIR must not be tracked by git")
     return ap
@@ -276,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exported {', '.join(sorted(p.name for p in scripts.values()))} from {info.get('source')} "
               f"{info.get('commit', '')[:12]} to {dst} — keep it out of git (it is diffusers' code, not ours)")
         return 0
+    if args.ops:
+        from bench.ops_report import run_ops
+
+        return run_ops(args, argv)
     import torch
 
     device = args.device

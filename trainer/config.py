@@ -25,6 +25,7 @@ from .errors import ConfigError, Problem
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SAVE_PRECISION = ("fp16", "bf16", "fp32")
+COMPILE_MODES = ("auto", "on", "off")
 MODEL_TYPES = ("auto", "sd15", "sd2", "sdxl")
 PREDICTION_TYPES = ("auto", "epsilon", "v_prediction")
 # Module names (suffixes) LoRA may target. Attention projections are the guide's anchor; the
@@ -153,6 +154,10 @@ class TrainConfig:
                                group="optimiser")
     gradient_checkpointing: bool = opt(False, "Saves GPU memory for about 30 % more time per step.",
                                        group="optimiser")
+    compile: str = opt("auto", "torch.compile the training step (CUDA graphs on a GPU): 'auto' compiles only where the "
+                       "warm-up is paid back within the run; 'off' = eager; 'on' = always (falls back to eager, "
+                       "saying why, where compiling fails).", choices=COMPILE_MODES,
+                       fix="use 'auto', 'on' or 'off'", group="optimiser")
     snr_gamma: float = opt(0.0, "Min-SNR loss weighting (0 = off; 5.0 is the paper's value).", lo=0.0, hi=100,
                            fix="use 0 (off) or 5.0 (min-SNR weighting)", group="optimiser")
     noise_offset: float = opt(0.0, "Noise offset: lets the LoRA learn darker and brighter images.", lo=0.0, hi=1.0,

@@ -249,8 +249,9 @@ def _encode(cfg: TrainConfig, bm: BaseModel, ds: Dataset, acc, cb: Callbacks, la
     sizes = plan_buckets(ds.image_sizes(), cfg.resolution) if cfg.aspect_buckets else \
         square_sizes(len(ds.samples), cfg.resolution)
     cb.message(f"encoding {len(ds.samples)} images once ({len(set(sizes))} size bucket(s))")
-    # Text can be encoded once only if neither the encoders nor the captions change during the run.
-    cache_text = not (cfg.train_text_encoder or cfg.caption_dropout > 0 or cfg.shuffle_tags)
+    # Text can be encoded once unless the encoders train or the tags are shuffled; caption dropout swaps in the
+    # empty caption's embedding, computed once by the trainer.
+    cache_text = not (cfg.train_text_encoder or cfg.shuffle_tags)
     for te in bm.text_encoders:
         te.to(acc.device)
     items = build_items(bm, ds, sizes, acc.device, cache_text, cfg.center_crop, cfg.random_flip,

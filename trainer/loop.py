@@ -18,12 +18,16 @@ import torch.nn.functional as F
 
 from .config import TrainConfig
 from .data import augment_caption
+from .data.captions import apply_caption_dropout
 from .encode import Item, encode_tokens, tokenize
 from .errors import TrainingCancelled, TrainingFailed
+from .fused_lora import AdapterCast
 from .lora import AdapterSpec, adapter_state_dict, inject, load_adapter_state_dict
 from .models import BaseModel
+from .readback import StepScalars
 
 log = logging.getLogger("lora_studio.loop")
+ITEMS_ON_DEVICE_BYTES = 2 << 30  # cached examples up to this size live on the GPU; above, in pinned host memory
 
 
 @dataclass
@@ -90,6 +94,7 @@ class Trainer:
         self.dtype = weight_dtype(cfg.mixed_precision)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.caption_aug = cfg.caption_dropout > 0 or cfg.shuffle_tags
+        self._empty_cond = None  # (embeds, pooled) of "": caption dropout on cached text embeddings
         self.caption_gen = torch.Generator().manual_seed(cfg.seed + 17)  # caption dropout / tag shuffling
         self.train_te = cfg.train_text_encoder
         self.step = 0
@@ -101,6 +106,7 @@ class Trainer:
         self._epoch_memo: dict[str, tuple[int, list[list[int]]]] = {}
         self._setup_models()
         self._setup_optimizer()
+        self._place_items()
 
     # ------------------------------------------------------------ setup
     def _setup_models(self) -> None:
@@ -121,6 +127,7 @@ class Trainer:
         # Only the adapter trains, so only it is kept in fp32: optimizer updates in bf16 lose small steps.
         for p in self.unet_params + self.te_params:
             p.data = p.data.float()
+        self.adapter_cast = AdapterCast([bm.unet] + (list(bm.text_encoders) if self.train_te else []))
         if cfg.gradient_checkpointing:
             bm.unet.enable_gradient_checkpointing()
         bm.unet.train()
@@ -133,8 +140,8 @@ class Trainer:
         if self.te_params:
             groups.append({"params": self.te_params, "lr": cfg.text_encoder_lr})
         kw = dict(betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
-        if self.device.type == "cuda":
-            kw["fused"] = True  # one kernel for all adapter tensors instead of one per tensor
+        if self.device.type in ("cuda", "cpu"):
+            kw["fused"] = True  # one kernel for all adapter tensors instead of several per tensor
         self.optimizer = torch.optim.AdamW(groups, **kw)
         self.lr_scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                                           num_training_steps=cfg.max_train_steps, num_cycles=cfg.lr_num_cycles,
@@ -142,6 +149,36 @@ class Trainer:
         models = [self.bm.unet] + (list(self.bm.text_encoders) if self.train_te else [])
         prepared = self.acc.prepare(*models, self.optimizer)
         self.models, self.optimizer = list(prepared[:-1]), prepared[-1]
+
+    def _place_items(self) -> None:
+        """Cached latents and embeddings go to the device once (the text already in the compute dtype), so a
+        step reads them without a host-to-device copy; a dataset too big for that stays in pinned memory
+        and is copied with non_blocking. With caption dropout on cached text, the empty caption's embedding
+        is computed once here instead of running the text encoder every step."""
+        every = self.items + self.prior_items
+        size = sum(t.numel() * t.element_size() for it in every
+                   for t in (it.latent, it.embeds, it.pooled, it.time_ids) if t is not None)
+        on_device = self.device.type == "cpu" or size <= ITEMS_ON_DEVICE_BYTES
+        cuda = self.device.type == "cuda"
+
+        def move(t, dtype=None):
+            if t is None:
+                return None
+            if on_device:
+                return t.to(self.device, dtype=dtype)
+            t = t.to(dtype) if dtype is not None else t
+            return t.pin_memory() if cuda else t
+
+        for it in every:
+            it.latent = move(it.latent)
+            it.embeds, it.pooled = move(it.embeds, self.dtype), move(it.pooled, self.dtype)
+            it.time_ids = move(it.time_ids, self.dtype)
+        if self.cfg.caption_dropout > 0 and not self.cfg.shuffle_tags and self.items and \
+                self.items[0].embeds is not None:
+            with torch.no_grad():
+                embeds, pooled = encode_tokens(self.bm, tokenize(self.bm, [""]))
+            self._empty_cond = (move(embeds[0], self.dtype), move(pooled[0], self.dtype) if pooled is not None
+                                else None)
 
     # ------------------------------------------------------------ data order
     def _epoch_batches(self, items: list[Item], epoch: int) -> list[list[int]]:
@@ -178,20 +215,33 @@ class Trainer:
         per, rank = self.cfg.train_batch_size, self.acc.process_index
         return batches[pos][rank * per:(rank + 1) * per]
 
+    def _batch(self, tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+        if tensors[0] is None:
+            return None
+        # one example: a view, no kernel; several: one stack
+        t = tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
+        return t.to(self.device, non_blocking=True)  # a no-op when the items live on the device
+
     def _collate(self, items: list[Item], idx: list[int], augment: bool = False):
         chosen = [items[i] for i in idx]
-        latents = torch.stack([it.latent for it in chosen]).to(self.device, non_blocking=True)
-        if augment and self.caption_aug:
+        latents = self._batch([it.latent for it in chosen])
+        ids = None
+        embeds = [it.embeds for it in chosen]
+        pooled = [it.pooled for it in chosen]
+        if augment and self._empty_cond is not None:  # caption dropout only, on cached embeddings
+            for j, it in enumerate(chosen):
+                if apply_caption_dropout(it.caption, self.cfg.caption_dropout, self.caption_gen) == "":
+                    embeds[j], pooled[j] = self._empty_cond
+        elif augment and self.caption_aug:
             c = self.cfg
             captions = [augment_caption(it.caption, self.caption_gen, dropout=c.caption_dropout, shuffle=c.shuffle_tags,
                                         keep_tags=c.keep_tags) for it in chosen]
             ids = tokenize(self.bm, captions)
-        else:
+        if ids is None and embeds[0] is None:
             ids = [torch.stack([it.input_ids[k] for it in chosen]) for k in range(len(chosen[0].input_ids))]
-        embeds = torch.stack([it.embeds for it in chosen]) if chosen[0].embeds is not None else None
-        pooled = torch.stack([it.pooled for it in chosen]) if chosen[0].pooled is not None else None
-        time_ids = torch.stack([it.time_ids for it in chosen]) if chosen[0].time_ids is not None else None
-        return latents, ids, embeds, pooled, time_ids
+        if ids is not None:
+            embeds, pooled = [None], [None]
+        return latents, ids, self._batch(embeds), self._batch(pooled), self._batch([it.time_ids for it in chosen])
 
     # ------------------------------------------------------------ the step
     def _conditioning(self, ids, embeds, pooled, time_ids):
@@ -259,11 +309,13 @@ class Trainer:
         idx = list(range(min(n, len(self.items))))
         T = self.bm.scheduler.config.num_train_timesteps
         total = 0.0
+        self.adapter_cast.begin()
         for k, i in enumerate(idx):
             lat, ids, emb, pooled, tids = self._collate(self.items, [i])
             noise = torch.randn(lat.shape, generator=g, device=self.device)
             t = torch.tensor([int((k + 0.5) * T / len(idx))], device=self.device)  # spread over the schedule
             total += float(self.loss(lat, ids, emb, pooled, tids, noise, t, snr_weighting=False))
+        self.adapter_cast.end()
         return total / len(idx)
 
     # ------------------------------------------------------------ checkpoint state
@@ -326,6 +378,64 @@ class Trainer:
                 f"gradient checkpointing {'on' if c.gradient_checkpointing else 'off'}). Training stopped and memory "
                 f"was freed; the last checkpoint is kept. Fix: " + "; ".join(advice) + ".")
 
+    def _optimizer_step(self, params) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimizer step over gradient_accumulation_steps micro-batches; the loss stays on the device."""
+        cfg, acc, total = self.cfg, self.acc, self.cfg.max_train_steps
+        step_loss = None
+        extras: dict[str, torch.Tensor] = {}
+        n = cfg.gradient_accumulation_steps
+        for _ in range(n):
+            if self._stop_requested():
+                raise TrainingCancelled(self.step, (
+                    f"Training was cancelled after step {self.step} of {total}; no LoRA was written. "
+                    + ("A checkpoint of this step was kept: queue the same job again (Train LoRA's resume: "
+                       "auto) or run it with --set resume_from=latest to continue." if self.step else "")))
+            with acc.accumulate(*self.models):
+                self.adapter_cast.begin()  # fp32 masters → compute dtype, once for this forward/backward
+                try:
+                    loss, parts = self._micro_step()
+                    acc.backward(loss)
+                finally:
+                    self.adapter_cast.end()
+                if acc.sync_gradients and cfg.max_grad_norm > 0:
+                    acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            part = loss.detach().float() if n == 1 else loss.detach().float() / n
+            step_loss = part if step_loss is None else step_loss + part
+            for k, v in parts.items():
+                extras[k] = v.float() / n if k not in extras else extras[k] + v.float() / n
+        if acc.num_processes > 1:
+            step_loss = acc.reduce(step_loss, reduction="mean")
+            extras = {k: acc.reduce(v, reduction="mean") for k, v in extras.items()}
+        return step_loss, extras
+
+    def _report(self, step: int, values: dict[str, float], resumed_from: int, t0: float) -> None:
+        """A step's loss reached the host: check it, record it, tell the caller."""
+        cfg = self.cfg
+        value = values.pop("loss")
+        if not math.isfinite(value):
+            hint = " Mixed precision fp16 overflows easily: use bf16 or 'no'." if cfg.mixed_precision == "fp16" else ""
+            raise TrainingFailed(f"The loss became {value} at step {step}; training stopped at once and "
+                                 f"no LoRA was written (the last good checkpoint is kept). Fix: lower "
+                                 f"learning_rate (now {cfg.learning_rate:g}).{hint}")
+        lr = self._lr_at.pop(step)
+        self.losses.append(value)
+        self.lrs.append(lr)
+        for k, v in values.items():
+            self.loss_terms.setdefault(k, []).append(v)
+        elapsed = time.perf_counter() - t0
+        if step == resumed_from + 1:
+            self._first_step_s = elapsed
+        if self.cb.on_step:
+            done = step - resumed_from
+            self.cb.on_step(StepInfo(step, cfg.max_train_steps, value, lr, elapsed,
+                                     elapsed / done * (cfg.max_train_steps - step), values))
+
+    def _drain(self, resumed_from: int, t0: float, wait: bool = False) -> None:
+        for step, values in self.readback.ready(wait):
+            self._report(step, values, resumed_from, t0)
+
     def run(self) -> TrainResult:
         cfg, acc = self.cfg, self.acc
         total = cfg.max_train_steps
@@ -333,56 +443,27 @@ class Trainer:
         if self.eval_before is None:
             self.eval_before = self.eval_loss()
         t0 = time.perf_counter()
-        first_step_s = 0.0
+        self._first_step_s = 0.0
         params = self.unet_params + self.te_params
+        self.readback = StepScalars(self.device)
+        self._lr_at: dict[int, float] = {}
         try:
             while self.step < total:
-                step_loss = torch.zeros((), device=self.device)
-                extras: dict[str, torch.Tensor] = {}
-                for _ in range(cfg.gradient_accumulation_steps):
-                    if self._stop_requested():
-                        raise TrainingCancelled(self.step, (
-                            f"Training was cancelled after step {self.step} of {total}; no LoRA was written. "
-                            + ("A checkpoint of this step was kept: queue the same job again (Train LoRA's resume: "
-                               "auto) or run it with --set resume_from=latest to continue." if self.step else "")))
-                    with acc.accumulate(*self.models):
-                        loss, parts = self._micro_step()
-                        acc.backward(loss)
-                        if acc.sync_gradients and cfg.max_grad_norm > 0:
-                            acc.clip_grad_norm_(params, cfg.max_grad_norm)
-                        self.optimizer.step()
-                        self.optimizer.zero_grad(set_to_none=True)
-                    step_loss += loss.detach().float() / cfg.gradient_accumulation_steps
-                    for k, v in parts.items():
-                        extras[k] = extras.get(k, 0) + v.float() / cfg.gradient_accumulation_steps
-                lr = self.lr_scheduler.get_last_lr()[0]
+                step_loss, extras = self._optimizer_step(params)
+                self._lr_at[self.step + 1] = self.lr_scheduler.get_last_lr()[0]
                 self.lr_scheduler.step()
-                value = float(acc.reduce(step_loss, reduction="mean")) if acc.num_processes > 1 else float(step_loss)
-                if not math.isfinite(value):
-                    hint = " Mixed precision fp16 overflows easily: use bf16 or 'no'." if cfg.mixed_precision == "fp16" \
-                        else ""
-                    raise TrainingFailed(f"The loss became {value} at step {self.step + 1}; training stopped at once and "
-                                         f"no LoRA was written (the last good checkpoint is kept). Fix: lower "
-                                         f"learning_rate (now {cfg.learning_rate:g}).{hint}")
                 self.step += 1
-                self.losses.append(value)
-                self.lrs.append(lr)
-                terms = {k: float(acc.reduce(v, reduction="mean")) if acc.num_processes > 1 else float(v)
-                         for k, v in extras.items()}
-                for k, v in terms.items():
-                    self.loss_terms.setdefault(k, []).append(v)
-                elapsed = time.perf_counter() - t0
-                if self.step == resumed_from + 1:
-                    first_step_s = elapsed
-                if self.cb.on_step:
-                    done = self.step - resumed_from
-                    self.cb.on_step(StepInfo(self.step, total, value, lr, elapsed, elapsed / done * (total - self.step),
-                                             terms))
+                self.readback.push(self.step, {"loss": step_loss, **extras})
+                due = (cfg.checkpointing_steps and self.step % cfg.checkpointing_steps == 0 and self.step < total) or \
+                    (self.previewer and cfg.preview_every and self.step % cfg.preview_every == 0 and self.step < total)
+                # before anything is written, every loss so far must be known (and finite)
+                self._drain(resumed_from, t0, wait=bool(due) or self.step >= total)
                 if cfg.checkpointing_steps and self.step % cfg.checkpointing_steps == 0 and self.step < total:
                     self._checkpoint()
                 if self.previewer and cfg.preview_every and self.step % cfg.preview_every == 0 and self.step < total:
                     self.previewer(self.step)
         except TrainingCancelled:
+            self._drain(resumed_from, t0, wait=True)
             self._checkpoint()  # Cancel keeps the work: "resume" continues from here
             raise
         except BaseException as e:
@@ -400,6 +481,6 @@ class Trainer:
             unet_lora=adapter_state_dict(acc.unwrap_model(self.models[0])),
             text_encoder_loras=[adapter_state_dict(acc.unwrap_model(m)) for m in self.models[1:]],
             losses=self.losses, lrs=self.lrs, steps=self.step, eval_loss_before=self.eval_before,
-            eval_loss_after=eval_after, seconds=seconds, first_step_s=first_step_s, resumed_from=resumed_from,
+            eval_loss_after=eval_after, seconds=seconds, first_step_s=self._first_step_s, resumed_from=resumed_from,
             loop_started=t0,
             extra={"loss_terms": self.loss_terms})

@@ -27,11 +27,19 @@ class AdapterSpec:
                           target_modules=list(self.target_modules), init_lora_weights="gaussian")
 
 
-def inject(model: torch.nn.Module, spec: AdapterSpec) -> list[torch.nn.Parameter]:
-    """Add LoRA layers in place; returns the trainable parameters (everything else stays frozen)."""
+def inject(model: torch.nn.Module, spec: AdapterSpec, fused: bool = True) -> list[torch.nn.Parameter]:
+    """Add LoRA layers in place; returns the trainable parameters (everything else stays frozen).
+
+    `fused`: linear layers become `trainer.fused_lora.FusedLoraLinear` (peft's own Linear with a one-node
+    autograd forward) through peft's custom-module registration; `False` keeps peft's stock layers."""
     from peft import inject_adapter_in_model
 
-    inject_adapter_in_model(spec.peft_config(), model, adapter_name=ADAPTER)
+    config = spec.peft_config()
+    if fused:
+        from .fused_lora import FusedLoraLinear
+
+        config._register_custom_module({torch.nn.Linear: FusedLoraLinear})
+    inject_adapter_in_model(config, model, adapter_name=ADAPTER)
     params = []
     for name, p in model.named_parameters():
         is_lora = ".lora_A." in name or ".lora_B." in name
