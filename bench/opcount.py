@@ -44,6 +44,8 @@ class OpCounter(TorchDispatchMode):
         self.blocking_copies = 0
         self.async_copies = 0
         self.by_name: collections.Counter = collections.Counter()
+        self.host_reads = 0
+        self.host_scalars: set[int] = set()  # data pointers of tensors that live on the host on any machine
         self.paused = 0  # >0 while host-side data loading runs (PIL → tensor transforms): not device work
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -63,7 +65,9 @@ class OpCounter(TorchDispatchMode):
             return
         self.kernels += 1
         self.by_name[name] += 1
-        if name == "_local_scalar_dense" or name in _DATA_DEPENDENT:
+        if name == "_local_scalar_dense" and args[0].device.type == "cpu" and args[0].data_ptr() in self.host_scalars:
+            self.host_reads += 1  # an optimizer's `step` counter: kept on the host by design, no device sync
+        elif name == "_local_scalar_dense" or name in _DATA_DEPENDENT:
             self.syncs += 1
         elif name in ("_to_copy", "copy_"):
             src = args[1] if name == "copy_" else args[0]
@@ -79,7 +83,7 @@ class OpCounter(TorchDispatchMode):
 
     def summary(self) -> dict:
         return {"all_ops": self.all, "view_ops": self.views, "allocations": self.allocs, "kernel_ops": self.kernels,
-                "host_syncs": self.syncs, "blocking_copies": self.blocking_copies, "async_copies": self.async_copies,
+                "host_syncs": self.syncs, "host_scalar_reads": self.host_reads, "blocking_copies": self.blocking_copies, "async_copies": self.async_copies,
                 "top_ops": dict(self.by_name.most_common(25))}
 
 
@@ -110,6 +114,9 @@ class StepWindow:
         self.steps += 1
         if self.steps == self.start:
             self.counter = OpCounter()
+            self.counter.host_scalars = {s["step"].data_ptr() for s in opt.state.values()
+                                         if isinstance(s, dict) and isinstance(s.get("step"), torch.Tensor)
+                                         and not s["step"].is_cuda and s["step"].dim() == 0}
             self.counter.__enter__()
         elif self.steps == self.start + 1 and self.counter is not None and not self.done:
             self.counter.__exit__(None, None, None)
@@ -122,6 +129,26 @@ class StepWindow:
             self.counter.__exit__(None, None, None)
         if self._handle is not None:
             self._handle.remove()
+
+
+def emulate_cuda_optimizer_defaults() -> None:
+    """On a GPU, an optimizer left at its defaults (the guide's AdamW) runs torch's `foreach` implementation;
+    on the CPU torch picks the per-tensor loop. The count is meant for the GPU path, so pick what CUDA would."""
+    from torch.optim import optimizer
+
+    orig = optimizer._default_to_fused_or_foreach
+
+    def cuda_like(params, differentiable, use_fused=False):
+        fused, foreach = orig(params, differentiable, use_fused)
+        return fused, (not fused and not differentiable) or foreach
+
+    optimizer._default_to_fused_or_foreach = cuda_like
+    import torch.optim.adamw as adamw_mod
+    import torch.optim.adam as adam_mod
+
+    for mod in (adamw_mod, adam_mod):
+        if hasattr(mod, "_default_to_fused_or_foreach"):
+            mod._default_to_fused_or_foreach = cuda_like
 
 
 def pause_during_data_loading(counter_getter) -> None:

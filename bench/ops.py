@@ -53,7 +53,10 @@ def main() -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     sys.path.insert(0, str(HERE.parent))
-    from bench.opcount import StepWindow, pause_during_data_loading
+    from bench.opcount import StepWindow, emulate_cuda_optimizer_defaults, pause_during_data_loading
+
+    if not torch.cuda.is_available():
+        emulate_cuda_optimizer_defaults()
 
     window = StepWindow(start=1).install()
     pause_during_data_loading(lambda: window.counter)

@@ -59,6 +59,7 @@ BAD = [
     ("report_to", ["mlflow"], "tensorboard"), ("negative_prompt", 3, "text"), ("class_prompt", 3, "text"),
     ("class_data_dir", 3, "text"), ("caption_dropout", 1.0, "0.05"), ("keep_tags", -1, "trigger tag"),
     ("aspect_buckets", "yes", "true or false"), ("shuffle_tags", 0, "true or false"), ("resume_from", 3, "text"), ("with_prior_preservation", "y", "true or false"),
+    ("compile", "max", "'auto'"),
 ]
 
 
