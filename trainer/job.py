@@ -112,8 +112,10 @@ def new_job_id(name: str) -> str:
 
 def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Dataset | None = None,
             base: BaseModel | None = None, keep_model: bool = False, write_lora: bool = True,
-            latent_cache=None) -> JobResult:
-    """Train one LoRA. Raises LoraStudioError subclasses with their explanations; writes no LoRA then."""
+            latent_cache=None, record_extra: dict[str, Any] | None = None) -> JobResult:
+    """Train one LoRA. Raises LoraStudioError subclasses with their explanations; writes no LoRA then.
+
+    `record_extra`: more fields for the job record (ComfyUI: the user, prompt and session that queued it)."""
     cb = callbacks or Callbacks()
     cfg.validate()
     problems = reporter_problems(cfg.report_to) + output_folder_problems(cfg, write_lora)
@@ -138,6 +140,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
         "environment": _versions(),
         # who runs it: a record whose process is gone reads "interrupted", not "running" (see runstate)
         "process": {"pid": os.getpid(), "host": socket.gethostname()},
+        **(record_extra or {}),
     }
     acc = None
     trackers = None
