@@ -7,41 +7,39 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..trainer.presets import apply_preset, get_preset
-from .configure import KEEP
+from ..trainer.config import field_type
+from ..trainer.presets import CONFIGURE_WIDGETS, KEEP, apply_preset, get_preset, widget_kind
 
-_INT_WIDGETS = ("resolution", "max_train_steps", "rank", "train_batch_size", "gradient_accumulation_steps")
-_FLOAT_WIDGETS = ("learning_rate", "alpha")
-_SWITCH_WIDGETS = ("train_text_encoder", "gradient_checkpointing")
 # set by Train LoRA / Load Dataset / the checkpoint list, never by the user in `extra`
 _FROM_ELSEWHERE = {"preset", "name", "base_model", "dataset", "trigger_token", "placeholder", "output_dir", "jobs_dir",
-                   "cache_dir", "tokenizer_dir", "resume_from", "mixed_precision", "seed", "with_prior_preservation",
-                   "class_prompt", "num_class_images", "lr_scheduler", *_INT_WIDGETS, *_FLOAT_WIDGETS, *_SWITCH_WIDGETS}
+                   "cache_dir", "tokenizer_dir", "resume_from", "with_prior_preservation", "class_prompt",
+                   *CONFIGURE_WIDGETS}
 
 
 def configure_inputs(config: dict, ckpt_name: str) -> dict:
     """Configure LoRA's widget values that rebuild `config` (0 / 'preset' where the preset's value holds)."""
     preset = get_preset(config.get("preset") or "fotostudio")
     base = apply_preset(preset.key).to_dict()
-    same = {k: config.get(k) == base.get(k) for k in config}
     w: dict = {"ckpt_name": ckpt_name, "preset": preset.title, "name": config.get("name") or "my_lora"}
-    for k in _INT_WIDGETS:
-        w[k] = 0 if same.get(k, True) else int(config[k])
-    for k in _FLOAT_WIDGETS:
-        w[k] = 0.0 if same.get(k, True) else float(config[k])
-    for k in _SWITCH_WIDGETS:
-        w[k] = KEEP if same.get(k, True) else ("on" if config[k] else "off")
-    w["lr_scheduler"] = KEEP if same.get("lr_scheduler", True) else config["lr_scheduler"]
-    w["mixed_precision"] = config.get("mixed_precision") or "no"
-    w["seed"] = int(config.get("seed", 42))
     prior = bool(config.get("with_prior_preservation"))
-    w["class_prompt"] = (config.get("class_prompt") or "") if prior else ""
-    w["num_class_images"] = 0 if same.get("num_class_images", True) else int(config["num_class_images"])
+    for name in CONFIGURE_WIDGETS:
+        kind, v = widget_kind(name), config.get(name, base.get(name))
+        same = v == base.get(name)
+        if kind == "number":
+            w[name] = (0 if field_type(name) == "int" else 0.0) if same else v
+        elif kind == "switch":
+            w[name] = KEEP if same else ("on" if v else "off")
+        elif kind == "choice":
+            w[name] = KEEP if same else v
+        elif kind in ("auto", "always"):
+            w[name] = v
+        elif kind == "class_prompt":
+            w[name] = (config.get("class_prompt") or "") if prior else ""
     extra = {k: v for k, v in sorted(config.items())
              if k not in _FROM_ELSEWHERE and k in base and base[k] != v}
-    if not prior and config.get("class_prompt"):
-        extra["class_prompt"] = config["class_prompt"]  # kept although off: the round trip is exact
-    if prior != bool(base.get("with_prior_preservation")) and not (prior and w["class_prompt"]):
+    if not prior and config.get("class_prompt") != base.get("class_prompt"):
+        extra["class_prompt"] = config.get("class_prompt")  # kept although off: the round trip is exact
+    if prior != bool(base.get("with_prior_preservation")) and not (prior and w.get("class_prompt")):
         extra["with_prior_preservation"] = prior
     w["extra"] = json.dumps(extra, ensure_ascii=False) if extra else ""
     return w
