@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import DatasetError
@@ -45,7 +45,11 @@ def confine(path: str | Path, allowed_roots: list[str | Path] | None) -> Path:
     if path is None or not str(path).strip():
         raise DatasetError("No dataset folder given. Fix: enter the folder that holds the images (or upload a ZIP).")
     if "\x00" in str(path):
-        raise DatasetError(f"Dataset path {str(path)!r} contains a NUL character. Fix: give a plain folder path.")
+        raise DatasetError(f"Dataset path {shown(str(path))!r} contains a NUL character. Fix: give a plain folder path.")
+    if not is_text(str(path)):
+        raise DatasetError(f"Dataset path '{shown(str(path))}' is not valid UTF-8 text (\\x.. marks the bytes that are "
+                           "not), so it cannot be shown or saved in the job record. Fix: rename the folder (letters, "
+                           "digits, '-' and '_' are always safe).")
     roots = [Path(r).expanduser() for r in (allowed_roots or []) if str(r).strip()] + env_allowed_roots()
     if not roots:
         raise DatasetError(f"No allowed dataset folders are configured, so '{path}' cannot be used. Fix: set "
@@ -61,10 +65,33 @@ def confine(path: str | Path, allowed_roots: list[str | Path] | None) -> Path:
     for r in resolved_roots:
         if resolved == r or r in resolved.parents:
             return resolved
-    shown = ", ".join(str(r) for r in resolved_roots)
-    raise DatasetError(f"Dataset path '{path}' (resolved: {resolved}) is outside the allowed folders ({shown}). "
+    listed = ", ".join(str(r) for r in resolved_roots)
+    raise DatasetError(f"Dataset path '{path}' (resolved: {resolved}) is outside the allowed folders ({listed}). "
                        f"Fix: put the dataset into one of them, or have the server operator add its parent folder "
                        f"to {ALLOWED_ROOTS_ENV} (several separated by '{os.pathsep}').")
+
+
+def is_text(name: str) -> bool:
+    """True if `name` is real text. A file name that is not valid UTF-8 (made under another locale, or copied
+    from an old disk) reaches Python with its bytes escaped as lone surrogates, which can be neither printed,
+    logged, hashed as text nor saved in a JSON record; JSON's "\\udcff" escapes produce the same."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def shown(name: str | os.PathLike) -> str:
+    """A path as printable text: the bytes that are not UTF-8 written as \\xNN (what `ls -b` shows)."""
+    raw = os.fsencode(name) if not isinstance(name, str) or is_text(name) or _escaped_only(name) else None
+    if raw is None:  # lone surrogates that are not escaped bytes (from JSON): show their code points
+        return name.encode("utf-8", "backslashreplace").decode("ascii", "replace") if isinstance(name, str) else ""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _escaped_only(name: str) -> bool:
+    return all(not "\ud800" <= c <= "\udfff" or "\udc80" <= c <= "\udcff" for c in name)
 
 
 def inside(root: Path, candidate: Path) -> bool:
@@ -125,13 +152,14 @@ class WalkResult:
     files: list[Path]  # regular files (or symlinks to regular files inside the root), sorted
     unsafe: list[tuple[Path, str]]  # symlinks leading outside the root: (path, target)
     unreadable: list[Path]  # folders this process may not list
+    undecodable: list[Path] = field(default_factory=list)  # names that are not UTF-8 (skipped, folders whole)
 
 
 def walk(root: Path, skip_hidden: bool = True) -> WalkResult:
     """List the files under `root` without following symlinked folders out of it.
 
     A symlink whose target lies outside `root` is returned in `unsafe`, never in `files`;
-    a folder that cannot be read is returned in `unreadable`. Hidden entries and macOS
+    a folder that cannot be read is returned in `unreadable`, a name that is not UTF-8 in `undecodable`. Hidden entries and macOS
     resource-fork folders (`__MACOSX`) are skipped.
     """
     root_resolved = root.resolve()
@@ -149,6 +177,9 @@ def walk(root: Path, skip_hidden: bool = True) -> WalkResult:
             if skip_hidden and (e.name.startswith(".") or e.name == "__MACOSX"):
                 continue
             path = Path(e.path)
+            if not is_text(e.name):
+                out.undecodable.append(path)
+                continue
             try:
                 is_link = e.is_symlink()
                 if is_link:
