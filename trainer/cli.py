@@ -78,6 +78,7 @@ def _print_progress(info) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import AlreadyFinished
     from .commands import resume_command
     from .interrupt import StopOnSignal
     from .job import run_job
@@ -88,6 +89,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             # messages arrive through the lora_studio logger
             result = run_job(cfg, Callbacks(on_step=_print_progress, should_stop=stop.requested))
+        except AlreadyFinished as e:
+            print(f"nothing to do: {e}")
+            return 0
         except TrainingCancelled as e:
             print(f"stopped: {e}", file=sys.stderr)
             ck = getattr(e, "checkpoint", None)
@@ -95,6 +99,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if ck and record:
                 print(f"checkpoint: {ck}\nto continue, run:\n  {resume_command(record, ck)}", file=sys.stderr)
             return stop.exit_code if stop.requested() else 130
+    if result.record_error:
+        print(f"warning: {result.record_error}", file=sys.stderr)
     if result.lora_path:
         m = result.record["metrics"]
         print(f"LoRA written: {result.lora_path}\njob record: {result.record_path}\n"
@@ -141,12 +147,21 @@ def _print_field(name: str, f: dict) -> None:
     print(f"  {name} ({f['type']}{allowed}; default {json.dumps(f['default'], ensure_ascii=False)})\n      {f['help']}")
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is now (not the stream of the first call: main() may run many times in
+    one process, e.g. under a test runner or a wrapper that redirects output)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout
+        super().emit(record)
+
+
 def main(argv: list[str] | None = None) -> int:
     # Our own messages plainly at INFO; other libraries only when they warn.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     ours = logging.getLogger("lora_studio")
     if not ours.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         ours.addHandler(handler)
         ours.setLevel(logging.INFO)
