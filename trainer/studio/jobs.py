@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..presets import PRESETS, apply_preset
+from ..runstate import record_status
 from .errors import StudioError
 
 log = logging.getLogger("lora_studio.studio")
@@ -26,6 +27,7 @@ DEFAULT_USER = "default"  # ComfyUI's user without --multi-user
 SPARK_POINTS = 48
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,159}$")
 FINISHED, CANCELLED, FAILED, RUNNING, QUEUED, STOPPED = "finished", "cancelled", "failed", "running", "queued", "stopped"
+INTERRUPTED = "interrupted"  # a headless run whose process died (trainer.runstate)
 # paths and per-machine fields: never shown as "differs from the preset"
 _NOT_SETTINGS = {"name", "preset", "base_model", "dataset", "output_dir", "jobs_dir", "cache_dir", "tokenizer_dir",
                  "model_config_dir", "trigger_token", "resume_from"}
@@ -160,7 +162,7 @@ def summarize(rec: dict, live: dict | None = None) -> dict:
     cfg = rec.get("config") or {}
     metrics = rec.get("metrics") or {}
     losses = metrics.get("losses") or (live or {}).get("losses") or []
-    status = rec.get("status") or RUNNING
+    status = record_status(rec) if rec.get("status") else RUNNING  # "interrupted" when its process is gone
     folder = Path(str(rec.get("folder") or ""))
     previews = sorted(p.name for p in (folder / "previews").glob("preview-*.png")) if rec.get("folder") else []
     total = int(cfg.get("max_train_steps") or 0)
@@ -173,7 +175,7 @@ def summarize(rec: dict, live: dict | None = None) -> dict:
         "preview": previews[-1] if previews else None, "previews": len(previews),
         "lora": _name((rec.get("outputs") or {}).get("lora")), "created": rec.get("created"),
         "finished": rec.get("finished"), "user": owner_of(rec), "prompt_id": rec.get("prompt_id"),
-        "command": rec.get("command") or "", "resumable": status in (CANCELLED, FAILED),
+        "command": rec.get("command") or "", "resumable": status in (CANCELLED, FAILED, INTERRUPTED),
         "cancellable": status == RUNNING,
     }
     if status == RUNNING and live:
