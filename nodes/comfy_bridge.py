@@ -223,3 +223,17 @@ def _eta(seconds: float) -> str:
 def allowed_roots() -> list[Path]:
     """ComfyUI's input folder; trainer.data.confine adds what the operator lists in LORA_STUDIO_ALLOWED_ROOTS."""
     return [input_dir()]
+
+
+def read_roots() -> list[Path]:
+    """Where class pictures, tokenizer files and model configs named in a config may come from: the allowed
+    roots and ComfyUI's models folder (trainer.data.safety.confine_config_paths)."""
+    fp = folder_paths()
+    return allowed_roots() + ([Path(fp.models_dir)] if fp else [])
+
+
+def confined(data: dict) -> dict:
+    """A config dict with its user-set folders confined; `jobs_dir` must already be the server's own."""
+    from ..trainer.data.safety import confine_config_paths
+
+    return confine_config_paths(data, read_roots(), Path(data.get("jobs_dir") or studio_dir("jobs")) / "checkpoints")

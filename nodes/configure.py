@@ -9,7 +9,7 @@ from pathlib import Path
 from ..trainer import ConfigError, Problem, apply_preset
 from ..trainer.config import field_default, field_type, spec
 from ..trainer.presets import CONFIGURE_WIDGETS, KEEP, PRESETS, get_preset, overrides_from_widgets, widget_kind
-from .comfy_bridge import CATEGORY, CONFIG_TYPE, checkpoint_names, checkpoint_path, loras_dir
+from .comfy_bridge import CATEGORY, CONFIG_TYPE, checkpoint_names, checkpoint_path, confined, loras_dir
 
 PACK_DIR = Path(__file__).resolve().parents[1]
 PRESET_TITLES = [p.title for p in PRESETS.values()]
@@ -48,7 +48,7 @@ def make_config(kw: dict, resolve_checkpoint: bool = True):
     overrides = build_overrides(kw)
     overrides["base_model"] = checkpoint_path(kw["ckpt_name"]) if resolve_checkpoint else kw["ckpt_name"]
     overrides.setdefault("output_dir", str(loras_dir()))
-    return apply_preset(get_preset(kw["preset"]).key, overrides)
+    return apply_preset(get_preset(kw["preset"]).key, confined(overrides))  # refused here already at queue time
 
 
 def headless_command(cfg, dataset: str = "<dataset folder>") -> str:

@@ -6,7 +6,7 @@ import logging
 from ..trainer import TrainConfig, TrainingCancelled
 from ..trainer.job import run_job
 from ..trainer.loop import Callbacks
-from .comfy_bridge import (CATEGORY, CONFIG_TYPE, DATASET_TYPE, LORA_TYPE, NodeReporter, current_run,
+from .comfy_bridge import (CATEGORY, CONFIG_TYPE, DATASET_TYPE, LORA_TYPE, NodeReporter, confined, current_run,
                            free_comfy_memory, interrupt_exception, interrupted, studio_dir, tokenizer_dir)
 
 log = logging.getLogger("lora_studio.nodes")
@@ -69,6 +69,7 @@ class TrainLoRA:
         data = dict(config, dataset=dataset["root"], trigger_token=dataset["trigger_token"],
                     placeholder=dataset["placeholder"], jobs_dir=str(studio_dir("jobs")),
                     cache_dir=str(studio_dir("cache")))
+        data = confined(data)  # class_data_dir, tokenizer_dir, resume_from from `extra`: inside the allowed roots
         if not data.get("resume_from"):
             data["resume_from"] = "auto" if resume == "auto" else ""
         if not data.get("tokenizer_dir"):

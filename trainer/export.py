@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .data.safety import system_folder_problem
 from .errors import ExportError
 from .interop import sgm_state_dict
 from .lora import text_encoder_prefixes, to_kohya
@@ -65,8 +66,12 @@ def free_path(folder: Path, stem: str, suffix: str = ".safetensors") -> Path:
 
 
 def folder_problem(folder: str | Path) -> str | None:
-    """Why `folder` cannot hold our files (None if it can): an existing file on the way, or no write access."""
+    """Why `folder` cannot hold our files (None if it can): the file system root or a system folder, an
+    existing file on the way, or no write access."""
     p = Path(folder).expanduser()
+    system = system_folder_problem(p)
+    if system:
+        return system
     probe = p
     while not probe.exists():  # the first part of the path that exists decides
         if probe.parent == probe:

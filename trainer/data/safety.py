@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from ..errors import DatasetError
+from ..errors import ConfigError, DatasetError, Problem
 
 log = logging.getLogger("lora_studio.data")
 
@@ -36,10 +36,11 @@ def env_allowed_roots() -> list[Path]:
     return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
 
 
-def confine(path: str | Path, allowed_roots: list[str | Path] | None) -> Path:
+def confine(path: str | Path, allowed_roots: list[str | Path] | None, *, env: bool = True) -> Path:
     """Resolve `path` (symlinks included) and make sure it lies inside one of the allowed roots.
 
-    A relative path means a folder inside the first allowed root. LORA_STUDIO_ALLOWED_ROOTS adds roots.
+    A relative path means a folder inside the first allowed root. LORA_STUDIO_ALLOWED_ROOTS adds roots
+    (unless `env` is False: for places only the trainer itself writes to, such as checkpoints).
     Returns the resolved path; raises DatasetError naming the path, the roots and the fix.
     """
     if path is None or not str(path).strip():
@@ -50,7 +51,7 @@ def confine(path: str | Path, allowed_roots: list[str | Path] | None) -> Path:
         raise DatasetError(f"Dataset path '{shown(str(path))}' is not valid UTF-8 text (\\x.. marks the bytes that are "
                            "not), so it cannot be shown or saved in the job record. Fix: rename the folder (letters, "
                            "digits, '-' and '_' are always safe).")
-    roots = [Path(r).expanduser() for r in (allowed_roots or []) if str(r).strip()] + env_allowed_roots()
+    roots = [Path(r).expanduser() for r in (allowed_roots or []) if str(r).strip()] + (env_allowed_roots() if env else [])
     if not roots:
         raise DatasetError(f"No allowed dataset folders are configured, so '{path}' cannot be used. Fix: set "
                            f"{ALLOWED_ROOTS_ENV} to the folders datasets may come from.")
@@ -92,6 +93,70 @@ def shown(name: str | os.PathLike) -> str:
 
 def _escaped_only(name: str) -> bool:
     return all(not "\ud800" <= c <= "\udfff" or "\udc80" <= c <= "\udcff" for c in name)
+
+
+# Config fields naming a folder the run reads. On a shared server (ComfyUI) a user types them into Configure
+# LoRA's `extra`: like the dataset they must stay inside the allowed roots, or anyone could train on (or
+# probe) another user's folder. `resume_from` loads tensors, so it may only name this server's checkpoints.
+READ_FOLDER_FIELDS = ("class_data_dir", "tokenizer_dir", "model_config_dir")
+RESUME_WORDS = ("", "auto", "latest")
+
+
+def confine_config_paths(data: dict, read_roots: list[Path], checkpoints_root: Path) -> dict:
+    """A copy of a config dict whose user-set folders are resolved inside their roots.
+
+    `read_roots`: where class pictures, tokenizer files and model configs may come from (ComfyUI: the input
+    folder, its models folder and LORA_STUDIO_ALLOWED_ROOTS); `checkpoints_root`: the only place `resume_from`
+    may name. Empty fields stay empty (the run's defaults apply). Raises ConfigError naming every field."""
+    out, problems = dict(data), []
+    for name in READ_FOLDER_FIELDS:
+        value = out.get(name)
+        if not isinstance(value, str) or not value.strip():
+            continue
+        try:
+            out[name] = str(confine(value, read_roots))
+        except DatasetError:
+            listed = ", ".join(str(r) for r in [*read_roots, *env_allowed_roots()])
+            problems.append(Problem(name, shown(value), f"a folder inside {listed}",
+                                    f"copy the folder into ComfyUI's input folder and give its name there, or ask the "
+                                    f"server operator to add its parent folder to {ALLOWED_ROOTS_ENV}"))
+    resume = out.get("resume_from")
+    if isinstance(resume, str) and resume.strip().lower() not in RESUME_WORDS:
+        try:
+            out["resume_from"] = str(confine(resume, [checkpoints_root], env=False))
+        except DatasetError:
+            problems.append(Problem("resume_from", shown(resume), f"'auto', 'latest' or a checkpoint folder inside "
+                                    f"{checkpoints_root}", "use 'latest' to continue this LoRA's newest checkpoint"))
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+# The file system's root and the operating system's own folders never hold a LoRA, a record or a cache:
+# `output_dir: "/"` is a typo, and on a server running as root it would scatter files where they break things.
+SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr/bin",
+                  "/usr/include", "/usr/lib", "/usr/lib64", "/usr/sbin", "/usr/share", "C:/Windows")
+# Shared by everyone: refused themselves, their sub-folders are fine (/var/lib/comfyui, /home/me/loras, /tmp/x).
+TOP_FOLDERS = ("/home", "/Users", "/usr", "/var", "/tmp", "/root", "/mnt", "/media", "/opt", "/srv", "/run",
+               "C:/Users", "C:/Program Files", "C:/Program Files (x86)")
+
+
+def system_folder_problem(folder: str | Path) -> str | None:
+    """Why `folder` must not receive our files (None if it may): the file system root, a drive root, a system
+    folder or a top-level folder shared by everyone (a sub-folder of /home or /tmp is fine)."""
+    try:
+        p = Path(folder).expanduser().resolve()
+    except (OSError, RuntimeError):
+        return None  # folder_problem reports what cannot be resolved
+    if p == Path(p.anchor):
+        return f"'{p}' is the root of the file system"
+    posix = p.as_posix()
+    for sysdir in SYSTEM_FOLDERS:
+        if posix.lower() == sysdir.lower() or posix.lower().startswith(sysdir.lower() + "/"):
+            return f"'{p}' is a system folder"
+    if any(posix.lower() == top.lower() for top in TOP_FOLDERS):
+        return f"'{p}' is a top-level folder shared by everyone; use a folder inside it"
+    return None
 
 
 def inside(root: Path, candidate: Path) -> bool:
