@@ -66,7 +66,8 @@ class OpCounter(TorchDispatchMode):
         self.kernels += 1
         self.by_name[name] += 1
         if name == "_local_scalar_dense" and args[0].device.type == "cpu" and args[0].data_ptr() in self.host_scalars:
-            self.host_reads += 1  # an optimizer's `step` counter: kept on the host by design, no device sync
+            self.kernels -= 1
+            self.host_reads += 1  # an optimizer's `step` counter: kept on the host by design, no kernel, no sync
         elif name == "_local_scalar_dense" or name in _DATA_DEPENDENT:
             self.syncs += 1
         elif name in ("_to_copy", "copy_"):

@@ -6,6 +6,8 @@ their INPUT_TYPES), so every `comfy` / `folder_paths` / `server` import happens 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
+from datetime import datetime, timezone
 from pathlib import Path
 
 log = logging.getLogger("lora_studio.nodes")
@@ -108,12 +110,64 @@ def interrupt_exception() -> type[BaseException] | None:
         return None
 
 
-class NodeReporter:
-    """Progress bar, text and loss points for one node, sent over ComfyUI's websocket."""
+def prompt_server():
+    try:
+        from server import PromptServer
 
-    def __init__(self, node_id: str | None, total: int):
+        return PromptServer.instance
+    except (ImportError, AttributeError):
+        return None
+
+
+# --------------------------------------------------------------------------- who queued what (a shared server)
+# ComfyUI keeps no user with a queued prompt; nodes/routes.py's middleware notes the user of every accepted
+# POST /prompt here (its `comfy-user` header in --multi-user mode), so Train LoRA can put it into the record.
+PROMPT_OWNERS: OrderedDict[str, dict] = OrderedDict()
+MAX_REMEMBERED_PROMPTS = 10_000
+# The running jobs' progress for the job table: {prompt_id: {step, total, loss, eta_s, losses, node, ...}}
+LIVE: dict[str, dict] = {}
+
+
+def remember_prompt(prompt_id: str, user: str) -> None:
+    PROMPT_OWNERS[prompt_id] = {"user": user, "created": datetime.now(timezone.utc).isoformat()}
+    while len(PROMPT_OWNERS) > MAX_REMEMBERED_PROMPTS:
+        PROMPT_OWNERS.popitem(last=False)
+
+
+def prompt_owner(prompt_id: str | None) -> dict:
+    return PROMPT_OWNERS.get(str(prompt_id), {}) if prompt_id else {}
+
+
+def current_run(node_id: str | None) -> dict:
+    """This execution's prompt id, the browser session that queued it and its ComfyUI user."""
+    prompt_id = None
+    try:
+        from comfy_execution.utils import get_executing_context
+
+        ctx = get_executing_context()
+        prompt_id = ctx.prompt_id if ctx is not None else None
+    except ImportError:
+        pass
+    srv = prompt_server()
+    client_id = getattr(srv, "client_id", None) if srv is not None else None
+    owner = prompt_owner(prompt_id)
+    return {"prompt_id": prompt_id, "client_id": client_id, "node_id": node_id,
+            "user": owner.get("user") or "default"}
+
+
+class NodeReporter:
+    """Progress bar, text and loss points for one node, sent over ComfyUI's websocket to the session that
+    queued the prompt only (`sid`): on a shared server nobody else sees this run's curve or text."""
+
+    def __init__(self, node_id: str | None, total: int, run: dict | None = None):
         self.node_id, self.total = node_id, total
+        self.run = run or {}
+        self.prompt_id, self.sid = self.run.get("prompt_id"), self.run.get("client_id")
         self.pbar = None
+        self.live = None
+        if self.prompt_id:
+            self.live = LIVE.setdefault(self.prompt_id, {"node": node_id, "total": total, "losses": [],
+                                                         "user": self.run.get("user")})
         try:
             import comfy.utils
 
@@ -122,32 +176,41 @@ class NodeReporter:
             pass
 
     def _server(self):
-        try:
-            from server import PromptServer
-
-            return PromptServer.instance
-        except (ImportError, AttributeError):
-            return None
+        return prompt_server()
 
     def text(self, message: str) -> None:
         srv = self._server()
-        if srv is not None and self.node_id is not None:
+        if srv is not None and self.node_id is not None and self.sid is not None:
             try:
-                srv.send_progress_text(message, self.node_id)
+                srv.send_progress_text(message, self.node_id, self.sid)
             except Exception:  # progress display must never break a run
                 log.debug("progress text failed", exc_info=True)
 
     def step(self, info) -> None:
+        if self.live is not None:
+            self.live.update(step=info.step, total=info.total, loss=info.loss, eta_s=info.eta_s)
+            self.live["losses"].append(info.loss)
         srv = self._server()
-        if srv is not None:
-            srv.send_sync(LOSS_EVENT, {"node": self.node_id, "step": info.step, "total": info.total,
-                                       "loss": info.loss, "lr": info.lr, "eta_s": info.eta_s})
+        if srv is not None and self.sid is not None:  # like ComfyUI's own events: none without a session
+            srv.send_sync(LOSS_EVENT, {"node": self.node_id, "prompt_id": self.prompt_id, "step": info.step,
+                                       "total": info.total, "loss": info.loss, "lr": info.lr, "eta_s": info.eta_s},
+                          self.sid)
         self.text(f"step {info.step}/{info.total} · loss {info.loss:.4f} · ETA {_eta(info.eta_s)}")
         if self.pbar is not None:
             self.pbar.update_absolute(info.step, info.total)  # also raises if the user pressed Cancel
 
-    def preview(self, step: int, image) -> None:
-        if self.pbar is not None:
+    def close(self) -> None:
+        if self.prompt_id:
+            LIVE.pop(self.prompt_id, None)
+
+    def preview(self, step: int, images) -> None:
+        """Every preview prompt's picture: several are shown as one grid (the node shows one image)."""
+        if self.pbar is not None and images:
+            image = images[0]
+            if len(images) > 1:
+                from ..trainer.preview import grid
+
+                image = grid(images)
             self.pbar.update_absolute(step, self.total, ("PNG", image, None))
 
 
@@ -160,3 +223,17 @@ def _eta(seconds: float) -> str:
 def allowed_roots() -> list[Path]:
     """ComfyUI's input folder; trainer.data.confine adds what the operator lists in LORA_STUDIO_ALLOWED_ROOTS."""
     return [input_dir()]
+
+
+def read_roots() -> list[Path]:
+    """Where class pictures, tokenizer files and model configs named in a config may come from: the allowed
+    roots and ComfyUI's models folder (trainer.data.safety.confine_config_paths)."""
+    fp = folder_paths()
+    return allowed_roots() + ([Path(fp.models_dir)] if fp else [])
+
+
+def confined(data: dict) -> dict:
+    """A config dict with its user-set folders confined; `jobs_dir` must already be the server's own."""
+    from ..trainer.data.safety import confine_config_paths
+
+    return confine_config_paths(data, read_roots(), Path(data.get("jobs_dir") or studio_dir("jobs")) / "checkpoints")

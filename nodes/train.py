@@ -6,8 +6,8 @@ import logging
 from ..trainer import TrainConfig, TrainingCancelled
 from ..trainer.job import run_job
 from ..trainer.loop import Callbacks
-from .comfy_bridge import (CATEGORY, CONFIG_TYPE, DATASET_TYPE, LORA_TYPE, NodeReporter, free_comfy_memory,
-                           interrupt_exception, interrupted, studio_dir, tokenizer_dir)
+from .comfy_bridge import (CATEGORY, CONFIG_TYPE, DATASET_TYPE, LORA_TYPE, NodeReporter, confined, current_run,
+                           free_comfy_memory, interrupt_exception, interrupted, studio_dir, tokenizer_dir)
 
 log = logging.getLogger("lora_studio.nodes")
 
@@ -69,12 +69,14 @@ class TrainLoRA:
         data = dict(config, dataset=dataset["root"], trigger_token=dataset["trigger_token"],
                     placeholder=dataset["placeholder"], jobs_dir=str(studio_dir("jobs")),
                     cache_dir=str(studio_dir("cache")))
+        data = confined(data)  # class_data_dir, tokenizer_dir, resume_from from `extra`: inside the allowed roots
         if not data.get("resume_from"):
             data["resume_from"] = "auto" if resume == "auto" else ""
         if not data.get("tokenizer_dir"):
             data["tokenizer_dir"] = tokenizer_dir()
         cfg = TrainConfig.from_dict(data).validate()
-        reporter = NodeReporter(unique_id, cfg.max_train_steps)
+        run = current_run(unique_id)  # who queued it, from which browser session: the record and the events say
+        reporter = NodeReporter(unique_id, cfg.max_train_steps, run)
         free_comfy_memory()
         interrupt = interrupt_exception()
 
@@ -87,17 +89,19 @@ class TrainLoRA:
                 raise
 
         callbacks = Callbacks(on_step=on_step, should_stop=interrupted, on_message=reporter.text,
-                              on_preview=lambda step, images, prompts, neg: reporter.preview(step, images[0]))
+                              on_preview=lambda step, images, prompts, neg: reporter.preview(step, images))
         try:
             # run_job checks the dataset again, now with the run's resolution and preset, and keeps the
             # report in the job record (Load Dataset could only judge it at a default size)
-            result = run_job(cfg, callbacks, write_lora=False)
+            result = run_job(cfg, callbacks, write_lora=False,
+                             record_extra={k: run[k] for k in ("user", "prompt_id", "client_id", "node_id")})
         except TrainingCancelled as e:
             reporter.text(str(e))
             if interrupt is not None:
                 raise interrupt() from None  # ComfyUI shows "interrupted" and goes on with the queue
             raise
         finally:
+            reporter.close()
             free_comfy_memory()
         m = result.record["metrics"]
         summary = (f"{cfg.name}: {m['steps']} steps in {m['train_seconds']:.0f}s; held-out loss "
@@ -113,4 +117,6 @@ class TrainLoRA:
         out_model, out_clip = (apply_lora(model, clip, result.tensors) if (model is not None or clip is not None)
                                else (None, None))
         # ui.loss: the chart also shows a run that ComfyUI served from its cache (no step events then)
-        return {"ui": {"loss": result.record["metrics"]["losses"]}, "result": (lora, out_model, out_clip, summary)}
+        # ui.job: the node asks the server for the record when the graph is shown again (tab switch, reload)
+        return {"ui": {"loss": result.record["metrics"]["losses"], "job": [result.record["id"]],
+                       "summary": [summary]}, "result": (lora, out_model, out_clip, summary)}

@@ -37,32 +37,36 @@ def meta_dataset(area, name):
     ("C:\\Users\\me\\secret.png", "is an absolute path"),
     ("..\\..\\outside\\secret.png", "climbs out of the dataset folder"),
 ])
-def test_metadata_path_outside_the_dataset_blocks(area, name, fragment):
+def test_metadata_path_outside_the_dataset_is_skipped(area, name, fragment):
+    """One unsafe line skips its item (issue #11, class 13): the two good pictures still train."""
     name = name.replace("{abs}", str(area / "outside" / "secret.png"))
     root = meta_dataset(area, name)
-    rep = reported(area, root, F.UNSAFE_PATH, "metadata.jsonl", fragment, "line 3")
-    assert not rep.ok and "BLOCKED" in rep.to_text()
-    raises(area, lambda: load_dataset(root), "UNSAFE_PATH", fragment)
+    rep = reported(area, root, F.UNSAFE_PATH, "metadata.jsonl", fragment, "line 3 skipped")
+    assert rep.ok and rep.stats["images"] == 2 and "ready" in rep.to_text()
+    assert [s.path.name for s in load_dataset(root).samples] == ["0000.png", "0001.png"]
 
 
-def test_symlinked_image_leading_outside_blocks(area):
+def test_symlinked_image_leading_outside_is_skipped(area):
     root = caption_dataset(area / "input" / "ds", n=2)
     (root / "stolen.png").symlink_to(area / "outside" / "secret.png")
     (root / "stolen.txt").write_text("<my_token>")
-    reported(area, root, F.UNSAFE_PATH, "stolen.png", "is a symlink to", "outside the dataset folder",
-             "Fix: copy the file")
+    rep = reported(area, root, F.UNSAFE_PATH, "stolen.png", "is a symlink to", "outside the dataset folder",
+                   "skipped", "Fix: copy the file")
+    assert rep.ok and rep.stats["images"] == 2
 
 
-def test_symlinked_folder_leading_outside_blocks(area):
+def test_symlinked_folder_leading_outside_is_skipped(area):
     root = caption_dataset(area / "input" / "ds", n=2)
     (root / "more").symlink_to(area / "outside", target_is_directory=True)
-    reported(area, root, F.UNSAFE_PATH, "more", "is a symlink to", str(area / "outside"))
+    rep = reported(area, root, F.UNSAFE_PATH, "more", "is a symlink to", str(area / "outside"))
+    assert rep.ok and rep.stats["images"] == 2
 
 
-def test_metadata_naming_a_symlink_that_leads_outside_blocks(area):
+def test_metadata_naming_a_symlink_that_leads_outside_is_skipped(area):
     root = meta_dataset(area, "link.png")
     (root / "images" / "link.png").symlink_to(area / "outside" / "secret.png")
-    reported(area, root, F.UNSAFE_PATH, "images/link.png", "resolves outside the dataset folder")
+    rep = reported(area, root, F.UNSAFE_PATH, "images/link.png", "resolves outside the dataset folder; skipped")
+    assert rep.ok and rep.stats["images"] == 2
 
 
 # ------------------------------------------------------------------ allowed roots (4)

@@ -39,7 +39,7 @@ def test_cancel_then_resume_gives_the_same_lora_bitwise(tmp_path, tiny_sd15, sam
                 Callbacks(on_step=on_step, should_stop=lambda: stop["now"]))
     assert e.value.step == 3
     assert not (tmp_path / "b" / "loras").exists()  # a cancelled run writes no LoRA
-    saved = ckpt.complete_checkpoints(tmp_path / "b" / "jobs" / "checkpoints" / "tiny")
+    saved = ckpt.find(_cfg(tmp_path / "b", tiny_sd15, sample_dataset, **common))
     assert [c.step for c in saved] == [3]  # Cancel kept the work
     record = json.loads(next((tmp_path / "b" / "jobs").glob("*.json")).read_text())
     assert record["status"] == "cancelled"
@@ -68,7 +68,7 @@ def test_resume_with_changed_settings_is_refused(tmp_path, tiny_sd15, sample_dat
 def test_periodic_checkpoints_keep_the_last_k(tmp_path, tiny_sd15, sample_dataset):
     run_job(_cfg(tmp_path, tiny_sd15, sample_dataset, max_train_steps=8, checkpointing_steps=2,
                  checkpoints_total_limit=2))
-    found = ckpt.complete_checkpoints(tmp_path / "jobs" / "checkpoints" / "tiny")
+    found = ckpt.find(_cfg(tmp_path, tiny_sd15, sample_dataset))
     assert [c.step for c in found] == [4, 6]
     assert not [p for p in found[0].path.parent.iterdir() if ".partial" in p.name]
 
@@ -87,7 +87,7 @@ def test_non_finite_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, tin
         run_job(_cfg(tmp_path, tiny_sd15, sample_dataset, max_train_steps=8, checkpointing_steps=2))
     assert "learning_rate" in str(e.value)
     assert not (tmp_path / "loras").exists()
-    assert [c.step for c in ckpt.complete_checkpoints(tmp_path / "jobs" / "checkpoints" / "tiny")] == [2, 4]
+    assert [c.step for c in ckpt.find(_cfg(tmp_path, tiny_sd15, sample_dataset))] == [2, 4]
     record = json.loads(next((tmp_path / "jobs").glob("*.json")).read_text())
     assert record["status"] == "failed" and "step 5" in record["message"]
 
@@ -218,11 +218,11 @@ run_job(TrainConfig.from_dict(json.loads({json.dumps(json.dumps(cfg))})))
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    found = ckpt.complete_checkpoints(root)
+    found = ckpt.find(TrainConfig.from_dict(cfg))
     assert [c.step for c in found] == [2]
     tensors, optim, rng = ckpt.load(found[0])
     assert tensors and "optimizer" in optim
-    assert not (root / "step-000004").exists()  # the half-written one is only a hidden .partial folder
+    assert not list(root.rglob("step-000004"))  # the half-written one is only a hidden .partial folder
     assert not (tmp_path / "loras").exists()
 
 

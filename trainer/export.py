@@ -14,12 +14,14 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .data.safety import system_folder_problem
 from .errors import ExportError
 from .interop import sgm_state_dict
 from .lora import text_encoder_prefixes, to_kohya
@@ -49,19 +51,27 @@ def sanitize_name(name: str) -> str:
     return stem
 
 
+ADAPTER_SUFFIX = ".adapter_config.json"
+
+
 def free_path(folder: Path, stem: str, suffix: str = ".safetensors") -> Path:
-    """`folder/stem.suffix`, or `stem_2`, `stem_3`, … if taken (the Load LoRA node caches by name)."""
+    """`folder/stem.suffix`, or `stem_2`, `stem_3`, … if taken (the Load LoRA node caches by name).
+    A name whose adapter config exists counts as taken too (its LoRA may be being written)."""
     candidate = folder / f"{stem}{suffix}"
     n = 2
-    while candidate.exists():
+    while candidate.exists() or candidate.with_suffix(ADAPTER_SUFFIX).exists():
         candidate = folder / f"{stem}_{n}{suffix}"
         n += 1
     return candidate
 
 
 def folder_problem(folder: str | Path) -> str | None:
-    """Why `folder` cannot hold our files (None if it can): an existing file on the way, or no write access."""
+    """Why `folder` cannot hold our files (None if it can): the file system root or a system folder, an
+    existing file on the way, or no write access."""
     p = Path(folder).expanduser()
+    system = system_folder_problem(p)
+    if system:
+        return system
     probe = p
     while not probe.exists():  # the first part of the path that exists decides
         if probe.parent == probe:
@@ -85,30 +95,79 @@ def ensure_folder(folder: Path) -> None:
         raise ExportError(f"'{folder}' is a file, not a folder. Nothing was written. Fix: choose another folder.")
 
 
-def _write_atomic(path: Path, write, overwrite: bool) -> Path:
-    """Write via `write(tmp_path)`; then move into place. Without `overwrite`, an existing file is never replaced."""
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (os.umask sets it: racy in threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | Path, directory: bool = False) -> None:
+    """mkstemp/mkdtemp create 0600/0700 whatever the umask: give the final file the mode open() would have,
+    so a web server or another tool running as another user can read the LoRA when the umask allows it."""
+    try:
+        os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+    except OSError:
+        pass
+
+
+def _write_error(path: Path, e: OSError) -> ExportError:
+    return ExportError(f"Could not write '{path}': {e.strerror or e}. Nothing was changed under that name. "
+                       "Fix: free disk space or check the folder's permissions, then save again.")
+
+
+def _prepare(path: Path, write) -> Path:
+    """Write a hidden temporary file beside `path` via `write(tmp)`, flushed to disk, with the umask's mode."""
+    from .runstate import PARTIAL, partial_prefix
+
     ensure_folder(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=partial_prefix(path.name), suffix=PARTIAL, dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from None
     os.close(fd)
     try:
         write(Path(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)  # fails if the name exists: no check-then-write race
-            os.unlink(tmp)
-    except FileExistsError:
-        _unlink_quietly(tmp)
-        raise
+        honour_umask(tmp)
     except OSError as e:
         _unlink_quietly(tmp)
-        raise ExportError(f"Could not write '{path}': {e.strerror or e}. Nothing was changed under that name. "
-                          "Fix: free disk space or check the folder's permissions, then save again.") from None
+        raise _write_error(path, e) from None
     except BaseException:
         _unlink_quietly(tmp)
         raise
+    return Path(tmp)
+
+
+def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Put a prepared file under its name in one step. Without `overwrite` it is linked (FileExistsError if the
+    name is taken: no check-then-write race) and `tmp` stays for the caller to remove."""
+    try:
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        raise _write_error(path, e) from None
+
+
+def _write_atomic(path: Path, write, overwrite: bool) -> Path:
+    """Write via `write(tmp_path)`; then move into place. Without `overwrite`, an existing file is never replaced."""
+    tmp = _prepare(path, write)
+    try:
+        _commit(tmp, path, overwrite)
+    finally:
+        _unlink_quietly(tmp)  # after a link (or a failure): the temporary name goes
     return path
 
 
@@ -147,14 +206,15 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     yield from blobs
 
 
+def _write_safetensors(p: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    with open(p, "wb") as f:
+        for chunk in safetensors_bytes(tensors, metadata):
+            f.write(chunk)
+
+
 def write_safetensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
                              overwrite: bool = False) -> Path:
-    def write(p: Path) -> None:
-        with open(p, "wb") as f:
-            for chunk in safetensors_bytes(tensors, metadata):
-                f.write(chunk)
-
-    return _write_atomic(path, write, overwrite)
+    return _write_atomic(path, lambda p: _write_safetensors(p, tensors, metadata), overwrite)
 
 
 def kohya_state_dict(family: str, unet_lora: dict, te_loras: list[dict], alpha: float,
@@ -243,17 +303,36 @@ def save_lora(out_dir: Path, stem: str, tensors: dict[str, torch.Tensor], metada
     """Write `<stem>.safetensors` (or `<stem>_N` if taken) and its adapter config; never overwrites."""
     out_dir = Path(out_dir).expanduser()
     stem = sanitize_name(stem)
-    for _ in range(10_000):  # another writer may take the free name between our look and our link: look again
-        path = free_path(out_dir, stem)
-        try:
-            write_safetensors_atomic(path, tensors, metadata, overwrite=False)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise ExportError(f"No free file name for '{stem}' in {out_dir}. Fix: choose another name.")
-    cfg_path = path.with_suffix(".adapter_config.json")
-    write_json_atomic(cfg_path, adapter_cfg, overwrite=True)
+    # Both files are written under hidden names first. Then the adapter config claims the name (linked, never
+    # overwriting) and the LoRA follows: a kill at any point leaves no LoRA without its config and no half file
+    # under a final name (at worst a config whose LoRA is missing: that name is skipped).
+    text = json.dumps(adapter_cfg, indent=2, sort_keys=True, default=str)
+    cfg_tmp = _prepare(out_dir / f"{stem}{ADAPTER_SUFFIX}", lambda p: p.write_text(text, encoding="utf-8"))
+    try:
+        lora_tmp = _prepare(out_dir / f"{stem}.safetensors", lambda p: _write_safetensors(p, tensors, metadata))
+    except BaseException:
+        _unlink_quietly(cfg_tmp)
+        raise
+    try:
+        for _ in range(10_000):  # another writer may take the free name between our look and our link: look again
+            path = free_path(out_dir, stem)
+            cfg_path = path.with_suffix(ADAPTER_SUFFIX)
+            try:
+                _commit(cfg_tmp, cfg_path, overwrite=False)
+            except FileExistsError:
+                continue
+            try:
+                _commit(lora_tmp, path, overwrite=False)
+                break
+            except BaseException:
+                _unlink_quietly(cfg_path)
+                if not isinstance(sys.exc_info()[1], FileExistsError):
+                    raise
+        else:
+            raise ExportError(f"No free file name for '{stem}' in {out_dir}. Fix: choose another name.")
+    finally:
+        _unlink_quietly(cfg_tmp)
+        _unlink_quietly(lora_tmp)
     log.info("wrote %s", path)
     return path, cfg_path
 

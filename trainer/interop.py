@@ -79,3 +79,8 @@ def target_warnings(family: str, unet_targets: Iterable[str], train_text_encoder
             f"layers; with unet_target_modules {sorted(unet_targets)} and no text-encoder attention it files "
             "this LoRA as 'Unknown' and will not apply it. Fix: add to_k and to_v to unet_target_modules.")
     return warnings
+
+
+def diffusion_model_part(tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """The UNet keys of a file: what ComfyUI's `LORA_MODEL` carries (its Load LoRA Model node patches a MODEL only)."""
+    return {k: v for k, v in tensors.items() if k.startswith("lora_unet_")}

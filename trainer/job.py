@@ -13,10 +13,8 @@ import json
 import logging
 import os
 import secrets
-import socket
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,12 +26,13 @@ from .config import TrainConfig
 from .data import Dataset, LatentCache, check_dataset, plan_buckets
 from .data.quality import file_sha256 as bytes_sha256
 from .encode import build_items, square_sizes
-from .errors import ConfigError, LoraStudioError, Problem, TrainingCancelled
+from .errors import ConfigError, ExportError, LoraStudioError, Problem, TrainingCancelled
 from .interop import target_warnings
 from .export import (SAVE_DTYPES, adapter_config, folder_problem, kohya_state_dict, lora_metadata, sanitize_name, save_lora,
                      write_json_atomic)
 from . import checkpoint
-from .commands import headless_command, job_commands
+from .commands import headless_command
+from .runstate import clean_partials, mark_interrupted_records, this_process
 from .loop import Callbacks, Trainer, TrainResult
 from .tracking import TrackerGroup, make_trackers, reporter_problems
 from .models import BaseModel, load_base_model
@@ -53,6 +52,7 @@ class JobResult:
     adapter_config: dict[str, Any] = field(default_factory=dict)
     family: str = ""
     base_fingerprint: torch.Tensor | None = None  # first UNet weights: tells whether a MODEL is the same base
+    record_error: str | None = None  # the LoRA was written but the final record write failed (disk full)
 
 
 def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
@@ -113,8 +113,10 @@ def new_job_id(name: str) -> str:
 
 def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Dataset | None = None,
             base: BaseModel | None = None, keep_model: bool = False, write_lora: bool = True,
-            latent_cache=None) -> JobResult:
-    """Train one LoRA. Raises LoraStudioError subclasses with their explanations; writes no LoRA then."""
+            latent_cache=None, record_extra: dict[str, Any] | None = None) -> JobResult:
+    """Train one LoRA. Raises LoraStudioError subclasses with their explanations; writes no LoRA then.
+
+    `record_extra`: more fields for the job record (ComfyUI: the user, prompt and session that queued it)."""
     cb = callbacks or Callbacks()
     cfg.validate()
     problems = reporter_problems(cfg.report_to) + output_folder_problems(cfg, write_lora)
@@ -126,24 +128,21 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                                         placeholder=cfg.placeholder, preset_key=cfg.preset,
                                         bucketed=cfg.aspect_buckets)
     ds = dataset
-    if cb.on_message:  # the caller's display; the terminal already has them from check_dataset's log
-        for w in ds.warnings:
-            cb.on_message(f"dataset: {w}")
-    # CPU threads change float summation order, so results: pinned from the record (accelerate launch sets
-    # OMP_NUM_THREADS=1, a plain run uses every core), recorded when the config leaves it to the machine.
-    threads = cfg.num_threads or torch.get_num_threads()
+    for w in ds.warnings:
+        cb.message(f"dataset: {w}")
     jobs_dir = Path(cfg.jobs_dir).expanduser()
+    _tidy_after_dead_runs(cfg, write_lora)
     job_id = new_job_id(cfg.name)
     record_path = jobs_dir / f"{job_id}.json"
     record: dict[str, Any] = {
         "id": job_id, "status": "running", "created": datetime.now(timezone.utc).isoformat(),
-        "config": dict(cfg.to_dict(), num_threads=threads), "command": headless_command(record_path),
-        "commands": job_commands(record_path, cfg.mixed_precision), "folder": str(jobs_dir / job_id),
+        "config": cfg.to_dict(), "command": headless_command(record_path), "folder": str(jobs_dir / job_id),
         "dataset": {"path": str(ds.root), "images": len(ds.samples), "warnings": ds.warnings,
                     "report": report.to_dict() if report is not None else None},
         "environment": _versions(),
         # who runs it: a record whose process is gone reads "interrupted", not "running" (see runstate)
-        "process": {"pid": os.getpid(), "host": socket.gethostname()},
+        "process": this_process(),
+        **(record_extra or {}),
     }
     acc = None
     trackers = None
@@ -157,21 +156,14 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.enable_grad())
         stack.enter_context(torch.random.fork_rng(devices=range(torch.cuda.device_count())))
-        stack.callback(torch.set_num_threads, torch.get_num_threads())
-        torch.set_num_threads(threads)
         try:
             acc = make_accelerator(cfg)
             t_start = time.perf_counter()
             cb.message("loading base model")
-            # The file's sha256 (3–4 s for a full SD 1.5 file unless cached) is read while the model loads.
-            src = bm.source if bm else Path(cfg.base_model).expanduser()
-            pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="lora-studio-hash"))
-            hashing = pool.submit(file_sha256, src, resolve_cache_dir(cfg)) if src.exists() else None
             bm = bm or load_base_model(cfg.base_model, cfg.model_type, cfg.model_config_dir, cfg.tokenizer_dir,
                                        cfg.prediction_type)
             record["base_model"] = {"path": str(bm.source), "family": bm.family, "prediction_type": bm.prediction_type,
-                                    "sha256": hashing.result() if hashing else file_sha256(bm.source,
-                                                                                           resolve_cache_dir(cfg)),
+                                    "sha256": file_sha256(bm.source, resolve_cache_dir(cfg)),
                                     "tokenizer": bm.extra.get("tokenizer")}
             record["dataset"]["sha256"] = ds.content_hash()
             record["warnings"] = target_warnings(bm.family, cfg.unet_target_modules, cfg.train_text_encoder,
@@ -188,7 +180,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                 trackers = TrackerGroup(make_trackers(cfg.report_to, job_dir, job_id, cfg.to_dict()))
                 cb = _with_trackers(cb, trackers)
             trainer = Trainer(cfg, bm, items, acc, cb, prior_items=prior_items,
-                              checkpointer=_checkpointer(cfg, acc, fp, job_id, lambda: trainer, saved),
+                              checkpointer=_checkpointer(cfg, acc, fp, job_id, lambda: trainer, saved, cb),
                               previewer=_previewer(cfg, bm, ds, acc, cb, job_dir, lambda: trainer)
                               if cfg.preview_every >= 0 else None)
             if resume is not None:
@@ -212,17 +204,24 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                     prediction_type=bm.prediction_type, name=sanitize_name(cfg.name))
                 result.adapter_config = adapter_config(cfg, bm.family)
                 if write_lora:
-                    result.lora_path = record_output(record, *save_lora(
-                        Path(cfg.output_dir), cfg.name, result.tensors, result.metadata, result.adapter_config))
+                    result.lora_path = record_output(record, *_save_or_keep(cfg, result, train.steps, saved))
+                checkpoint.mark_finished(cfg, job_id, resume.path if resume is not None else None)
                 record.update(status="finished", finished=datetime.now(timezone.utc).isoformat())
-                write_json_atomic(record_path, record)
-                checkpoint.mark_finished(cfg, job_id)
+                try:
+                    write_json_atomic(record_path, record)
+                except LoraStudioError as e:  # the LoRA is written: the run succeeded; say what is missing
+                    result.record_error = (f"The LoRA was written, but the job record {record_path} could not be "
+                                           f"updated ({e}). It will read 'interrupted'; the LoRA is complete.")
+                    cb.message(f"warning: {result.record_error}")
             acc.wait_for_everyone()
             done = True
             return result
         except TrainingCancelled as e:
             e.checkpoint = saved.get("path") if e.step else None
             e.record_path = record_path if opened else None
+            if saved.get("error") and e.step:
+                e.args = (f"{e} But the checkpoint of step {e.step} could not be written: {saved['error']}"
+                          + (f" The newest one that was: {e.checkpoint}." if e.checkpoint else ""),)
             if opened:
                 if e.checkpoint:
                     record["checkpoint"] = str(e.checkpoint)
@@ -243,6 +242,30 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                 acc.free_memory()
             if trackers is not None:
                 trackers.close()
+
+
+def _tidy_after_dead_runs(cfg: TrainConfig, write_lora: bool) -> None:
+    """Leftovers of runs that were killed: half-written files (only those of dead processes: a run going on
+    in the same folders keeps its own) and records still saying "running"."""
+    for folder in ([cfg.output_dir] if write_lora else []) + [cfg.jobs_dir]:
+        clean_partials(folder)
+    checkpoint.clean_leftovers(cfg)
+    mark_interrupted_records(cfg.jobs_dir)
+
+
+def _save_or_keep(cfg: TrainConfig, result: JobResult, steps: int, saved: dict) -> tuple[Path, Path]:
+    """Write the LoRA; if that fails (disk full, folder gone), keep the trained adapter as a checkpoint so the
+    hours of training are not lost, and say how to write the LoRA from it without training again."""
+    try:
+        return save_lora(Path(cfg.output_dir), cfg.name, result.tensors, result.metadata, result.adapter_config)
+    except LoraStudioError as e:
+        if not (saved.get("step") == steps and "error" not in saved):
+            saved["save"](steps)
+        kept = saved.get("path") if "error" not in saved and saved.get("step") == steps else None
+        hint = (f" The trained adapter was kept as the checkpoint {kept}: run the same job again with "
+                f"resume_from={kept} (and room on the disk) to write the LoRA without training again.") if kept \
+            else " The trained adapter could not be kept either."
+        raise ExportError(f"{e}{hint}") from None
 
 
 def output_folder_problems(cfg: TrainConfig, write_lora: bool = True) -> list[Problem]:
@@ -307,16 +330,25 @@ def _with_trackers(cb: Callbacks, trackers) -> Callbacks:
     return Callbacks(on_step=on_step, should_stop=cb.should_stop, on_message=cb.on_message, on_preview=on_preview)
 
 
-def _checkpointer(cfg: TrainConfig, acc, fp: dict, job_id: str, get_trainer, saved: dict):
+def _checkpointer(cfg: TrainConfig, acc, fp: dict, job_id: str, get_trainer, saved: dict, cb: Callbacks):
     def save(step: int) -> None:
         trainer = get_trainer()
         if acc.is_main_process:
             optim, rng, meta = trainer.state()
-            saved["path"] = checkpoint.save(checkpoint.checkpoints_root(cfg), step, trainer.adapter_tensors(), optim,
-                                            rng, dict(meta, fingerprint=fp, job_id=job_id),
-                                            keep=cfg.checkpoints_total_limit)
+            try:
+                saved["path"] = checkpoint.save(checkpoint.job_root(cfg, job_id), step, trainer.adapter_tensors(),
+                                                optim, rng, dict(meta, fingerprint=fp, job_id=job_id),
+                                                keep=cfg.checkpoints_total_limit)
+                saved.pop("error", None)
+            except LoraStudioError as e:
+                # A checkpoint is a safety net: losing one must not stop a run that may still finish (the
+                # final save says so if the disk stays full). A Cancel reports it in its message.
+                saved["error"] = str(e)
+                cb.message(f"warning: {e}" + (" Training goes on." if step < cfg.max_train_steps else ""))
+            saved["step"] = step
         acc.wait_for_everyone()
 
+    saved["save"] = save
     return save  # also without checkpointing_steps: Cancel always checkpoints
 
 

@@ -24,6 +24,7 @@ from PIL import Image
 
 from .config import TrainConfig
 from .data import IMAGE_EXTENSIONS, Sample
+from .data.safety import is_text, shown
 from .errors import DatasetError, TrainingCancelled
 from .models import BaseModel
 
@@ -92,10 +93,13 @@ def user_class_images(folder: Path, class_prompt: str, limit: int) -> list[Sampl
     real_root = root.resolve()
     found: list[Path] = []
     for here, dirs, files in os.walk(root, followlinks=False):  # a symlinked folder is never entered
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX")
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__MACOSX" and is_text(d))
         for name in files:
             path = Path(here) / name
             if name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if not is_text(name):  # a name that is not UTF-8 could not be logged or recorded
+                log.warning("class image %s: the name is not valid UTF-8 text; skipped. Fix: rename it", shown(path))
                 continue
             if not path.resolve().is_relative_to(real_root):
                 log.warning("class image %s links outside %s; skipped", path, root)

@@ -140,7 +140,15 @@ class EventFileWriter:
         self._lock = threading.Lock()
         self._file: BinaryIO | None = None
         self.path = self._open_new()
-        self._write(event(0, time.time(), file_version=FILE_VERSION))
+        try:
+            self._write(event(0, time.time(), file_version=FILE_VERSION))
+        except BaseException:  # disk full at the first record: no empty event file stays behind
+            try:
+                self.close()
+            except OSError:
+                self._file = None
+            self.path.unlink(missing_ok=True)
+            raise
         log.info("TensorBoard events: %s", self.path)
 
     def _open_new(self) -> Path:

@@ -8,6 +8,8 @@ run never trains for an hour and then fails to report.
 """
 from __future__ import annotations
 
+import contextlib
+
 import importlib.util
 import io
 import logging
@@ -15,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Protocol, runtime_checkable
 
-from .errors import ConfigError, Problem
+from .errors import ConfigError, ExportError, Problem
 from .tfevents import EventFileWriter
 
 log = logging.getLogger("lora_studio.tracking")
@@ -123,6 +125,7 @@ def make_trackers(report_to: list[str], log_dir: Path, run_name: str, config: di
     if problems:
         raise ConfigError(problems)
     log_dir = Path(log_dir).expanduser()
+    existed = log_dir.exists()
     trackers: list[Tracker] = []
     try:
         for name in dict.fromkeys(report_to):  # each once, in the order given
@@ -130,8 +133,18 @@ def make_trackers(report_to: list[str], log_dir: Path, run_name: str, config: di
                 trackers.append(TensorBoardTracker(log_dir))
             elif name == "wandb":
                 trackers.append(WandbTracker(project, run_name, config, log_dir))
-    except BaseException:
+    except BaseException as e:
         close_all(trackers)  # a half-made set must not leave a W&B run or an open file behind
+        for t in trackers:
+            if isinstance(t, TensorBoardTracker):
+                Path(t.path).unlink(missing_ok=True)
+        if not existed:
+            with contextlib.suppress(OSError):
+                log_dir.rmdir()  # only if empty
+        if isinstance(e, OSError):
+            raise ExportError(f"Could not start experiment logging in {log_dir}: {e.strerror or e}. Nothing was "
+                              "trained yet. Fix: free disk space, or set report_to to [] to train without "
+                              "TensorBoard.") from None
         raise
     return trackers
 

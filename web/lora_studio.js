@@ -15,6 +15,7 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { addLossPoint, drawLossChart, matchesNode, newLossState, setLossHistory } from "./lora_studio_chart.js";
 import { buildConfigurePanel, copyText, DEFAULT_STRINGS, findPreset, injectStyle } from "./lora_studio_panel.js";
+import { createSidebar, SIDEBAR_CSS } from "./lora_studio_sidebar.js";
 
 const TRAIN_NODE = "LoraStudio_TrainLoRA";
 const CONFIGURE_NODE = "LoraStudio_ConfigureLoRA";
@@ -23,7 +24,17 @@ const CHART_HEIGHT = 200;
 const PANEL_HEIGHT = 270;
 
 injectStyle(document);
+{
+  const style = document.createElement("style");
+  style.id = "lora-studio-sidebar-style";
+  style.textContent = SIDEBAR_CSS;
+  document.head.appendChild(style);
+}
+const LANGUAGE_SETTING = "LoraStudio.Language";
+const LANGUAGES = ["auto", "en", "de"];
 const strings = JSON.parse(JSON.stringify(DEFAULT_STRINGS));
+let i18n = null; // everything /i18n serves: {lang: {loraStudio, nodeDefs}}
+const myPrompts = new Set(); // prompts this browser session queued (ComfyUI tells only the session that queued)
 const onStrings = new Set(); // re-render hooks of live panels/charts
 const trainNodes = new Set();
 let presets = null;
@@ -50,23 +61,65 @@ function deepMerge(into, from) {
   return into;
 }
 
-function currentLocale() {
-  const fromSettings = app.extensionManager?.setting?.get?.("Comfy.Locale")
-    ?? app.ui?.settings?.getSettingValue?.("Comfy.Locale");
-  return String(fromSettings || navigator.language || "en").split("-")[0];
+function setting(id) {
+  try {
+    return app.extensionManager?.setting?.get?.(id) ?? app.ui?.settings?.getSettingValue?.(id);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The pack's own language setting; "auto" follows ComfyUI's locale where it is not English, else the
+ * browser's. Our own, because a frontend that ships no German (1.58) resets Comfy.Locale to "en". */
+export function currentLocale() {
+  const own = setting(LANGUAGE_SETTING);
+  if (own && own !== "auto") return own;
+  const comfy = String(setting("Comfy.Locale") || "").split("-")[0];
+  if (comfy && comfy !== "en") return comfy;
+  return String(navigator.language || "en").split("-")[0];
 }
 
 /** Our strings from locales/<lang>/main.json, through ComfyUI's existing /i18n route. */
 async function loadStrings() {
   try {
-    const all = await api.getCustomNodesI18n();
+    i18n ??= await api.getCustomNodesI18n();
     const lang = currentLocale();
-    deepMerge(strings, all?.en?.loraStudio);
-    if (lang !== "en") deepMerge(strings, all?.[lang]?.loraStudio);
+    deepMerge(strings, DEFAULT_STRINGS);
+    deepMerge(strings, i18n?.en?.loraStudio);
+    if (lang !== "en") deepMerge(strings, i18n?.[lang]?.loraStudio);
     for (const fn of onStrings) fn();
+    translateAllNodes();
   } catch (e) {
     console.warn("[LoRA Studio] translations not loaded", e);
   }
+}
+
+/** Our nodes' titles, inputs and widgets in the pack's language (locales/<lang>/nodeDefs.json). */
+function translateNode(node) {
+  if (!i18n || !node?.type?.startsWith("LoraStudio_")) return;
+  const lang = currentLocale();
+  const defs = i18n?.[lang]?.nodeDefs?.[node.type] ?? i18n?.en?.nodeDefs?.[node.type];
+  if (!defs) return;
+  const known = new Set(Object.values(i18n).map((l) => l?.nodeDefs?.[node.type]?.display_name).filter(Boolean));
+  known.add(LiteGraph.registered_node_types?.[node.type]?.title);
+  if (defs.display_name && (!node.title || known.has(node.title))) node.title = defs.display_name;
+  for (const inp of node.inputs ?? []) {
+    const name = defs.inputs?.[inp.name]?.name;
+    if (name) { inp.label = name; inp.localized_name = name; }
+  }
+  for (const w of node.widgets ?? []) {
+    const name = defs.inputs?.[w.name]?.name;
+    if (name && w.serialize !== false) w.label = name;
+  }
+  for (const [i, out] of (node.outputs ?? []).entries()) {
+    const name = defs.outputs?.[i]?.name;
+    if (name) { out.label = name; out.localized_name = name; }
+  }
+  node.setDirtyCanvas?.(true, true);
+}
+
+function translateAllNodes() {
+  for (const n of app.graph?._nodes ?? []) translateNode(n);
 }
 
 function addWidget(node, name, type, element, height) {
@@ -133,19 +186,58 @@ function setupLossChart(node) {
       setLossHistory(state, output.loss);
       redraw();
     }
+    const job = Array.isArray(output?.job) ? output.job[0] : output?.job;
+    if (typeof job === "string") {
+      node.properties ??= {};
+      node.properties.lora_studio_job = job; // saved with the workflow: the graph finds its job again
+      restoreFromJob(node);
+    }
   });
+  // Shown again (tab switch, reload, a loaded workflow): chart, summary and command come from the record.
+  chain(node, "onConfigure", () => setTimeout(() => restoreFromJob(node), 0));
   growTo(node, 380);
   redraw();
 }
 
+api.addEventListener("execution_start", ({ detail }) => { if (detail?.prompt_id) myPrompts.add(detail.prompt_id); });
 api.addEventListener(LOSS_EVENT, ({ detail }) => {
   if (!detail) return;
+  // matched by prompt, then node: a point of another session's run (or another tab's graph) is never drawn
+  if (detail.prompt_id && !myPrompts.has(detail.prompt_id)) return;
   const live = [...trainNodes].filter((n) => n.graph);
   let targets = live.filter((n) => String(n.id) === String(detail.node));
   if (!targets.length) targets = live.filter((n) => matchesNode(detail.node, n.id));
   if (!targets.length && detail.node == null && live.length === 1) targets = live;
   for (const n of targets) n.loraStudioChart.add(detail);
 });
+
+/** The job record behind a Train LoRA node: its loss history, summary, and the --job command on the
+ * Configure LoRA node that feeds it. */
+async function restoreFromJob(node) {
+  const id = node.properties?.lora_studio_job;
+  if (!id || !node.loraStudioChart) return;
+  let page;
+  try {
+    const r = await api.fetchApi(`/lora_studio/jobs/${encodeURIComponent(id)}`);
+    if (!r.ok) return; // deleted, or another user's: nothing to restore
+    page = await r.json();
+  } catch {
+    return;
+  }
+  node.loraStudioJob = page;
+  const losses = page.record?.metrics?.losses ?? page.live?.losses;
+  if (Array.isArray(losses) && losses.length && node.lossState.points.length <= losses.length) {
+    setLossHistory(node.lossState, losses);
+    node.loraStudioChart.redraw();
+  }
+  node.loraStudioSummary = page.summary;
+  const slot = node.findInputSlot?.("config");
+  const conf = slot >= 0 ? node.getInputNode?.(slot) : null;
+  if (conf?.loraStudioPanel && page.summary?.command) {
+    conf.loraStudioCommand = page.summary.command;
+    conf.loraStudioPanel.setCommand(page.summary.command);
+  }
+}
 
 // ------------------------------------------------------------------------------------------ Configure LoRA
 
@@ -198,10 +290,34 @@ function setupConfigurePanel(node) {
 
 // ------------------------------------------------------------------------------------------ registration
 
+const sidebar = createSidebar({ app, api, strings, onStrings, copyText });
+window.loraStudio = { sidebar, currentLocale, strings }; // for tests and other extensions
+
 app.registerExtension({
   name: "LoRAStudio.UI",
+  settings: [{
+    id: LANGUAGE_SETTING,
+    category: ["LoRA Studio", "Language"],
+    name: "LoRA Studio language (Sprache)",
+    tooltip: "The language of LoRA Studio's nodes, panels and sidebar. auto: ComfyUI's language if set, else the browser's.",
+    type: "combo",
+    options: LANGUAGES,
+    defaultValue: "auto",
+    onChange: () => { if (i18n) loadStrings(); },
+  }],
   async setup() {
     await loadStrings();
+    try {
+      app.extensionManager?.registerSidebarTab?.(sidebar.tab);
+    } catch (e) {
+      console.warn("[LoRA Studio] sidebar tab not registered", e);
+    }
+  },
+  nodeCreated(node) {
+    if (node?.type?.startsWith?.("LoraStudio_")) setTimeout(() => translateNode(node), 0);
+  },
+  async afterConfigureGraph() {
+    translateAllNodes();
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData?.name === TRAIN_NODE) {

@@ -295,9 +295,16 @@ def comfyui_path() -> Path:
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory) -> ComfyServer:
     """Start ComfyUI once per session (CPU, loopback, free port) with this pack in custom_nodes."""
+    with running_comfy_server(tmp_path_factory.mktemp("comfy_base")) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_comfy_server(base: Path, extra_args: tuple[str, ...] = (), env_extra: dict | None = None):
+    """A ComfyUI in its own base directory, stopped on exit (for tests that need other flags, e.g.
+    --multi-user or --front-end-root). The log is <base>/comfyui.log."""
     comfy = _comfyui_path()
     python = os.environ.get("COMFYUI_PYTHON") or sys.executable
-    base = tmp_path_factory.mktemp("comfy_base")
     models = base / "models"
     for sub in ("checkpoints", "loras", "vae", "embeddings", "text_encoders", "diffusion_models"):
         (models / sub).mkdir(parents=True, exist_ok=True)
@@ -316,9 +323,11 @@ def comfy_server(tmp_path_factory) -> ComfyServer:
         "--disable-api-nodes",
         "--verbose", "DEBUG",  # so 'left over keys' / 'clip unexpected' reach the log
     ]
-    cmd += shlex.split(os.environ.get("COMFYUI_EXTRA_ARGS", ""))
+    cmd += shlex.split(os.environ.get("COMFYUI_EXTRA_ARGS", "")) + list(extra_args)
+    # uploads above 8 MiB are refused in tests, so the limit can be tested without gigabytes
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               DO_NOT_TRACK="1")
+               DO_NOT_TRACK="1", LORA_STUDIO_MAX_UPLOAD_BYTES=os.environ.get("LORA_STUDIO_MAX_UPLOAD_BYTES",
+                                                                               str(8 << 20)), **(env_extra or {}))
     log_fh = open(log_path, "wb")
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=comfy, stdout=log_fh, stderr=subprocess.STDOUT,

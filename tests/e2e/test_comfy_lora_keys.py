@@ -1,9 +1,11 @@
-"""ComfyUI's own LoRA key maps take every key of our full-size SD1.5, SD2 and SDXL files.
+"""ComfyUI's own LoRA code takes our files: every key of full-size SD1.5, SD2 and SDXL files, and
+core's Load LoRA Model node (type LORA_MODEL) patches a model to what we trained.
 
 No server: ComfyUI's modules (run with COMFYUI_PYTHON's environment) build the models on the meta
 device from our shipped real configs, exactly as its checkpoint loader detects them, and
 `comfy.lora.load_lora` reads our file's keys as the Load LoRA node does. A full-size SDXL
-checkpoint would need ~7 GB of memory; the key maps need none.
+checkpoint would need ~7 GB of memory; the key maps need none. The numeric check runs ComfyUI's
+UNet built from a tiny model's own weights.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch
 
 from tests.support.full_size_export import export_full_size, load_config, materialise
 from trainer.config import TEXT_ENCODER_TARGETS, UNET_TARGETS
-from trainer.interop import sgm_unet_module
+from trainer.interop import diffusion_model_part, sgm_unet_module
 
 pytestmark = pytest.mark.e2e
 
@@ -77,3 +79,63 @@ def test_sdxl_sgm_names_hit_the_modules_comfyui_maps_the_diffusers_names_to(comf
     wrong = [m for m in modules
              if key_map["lora_unet_" + sgm_unet_module(m, cfg).replace(".", "_")] != key_map["lora_unet_" + m.replace(".", "_")]]
     assert wrong == []
+
+
+@pytest.mark.parametrize("family,comfy_class", [("sd15", "SD15"), ("sdxl", "SDXL")])
+def test_core_load_lora_model_applies_our_lora_model_as_trained(comfy, family, comfy_class, tmp_path, caplog):
+    """Our LORA_MODEL (the file's UNet keys) through core's LoraModelLoader == the peft-adapted UNet."""
+    import comfy.model_patcher
+    import comfy.supported_models
+    from comfy_extras.nodes_train import LoraModelLoader
+
+    from tests.support.ldm_export import unet_to_ldm
+    from trainer.export import kohya_state_dict
+    from trainer.lora import AdapterSpec, adapter_state_dict, inject
+    from trainer.models import build_tiny_model, load_base_model
+
+    bm = load_base_model(build_tiny_model(tmp_path / family, family))
+    unet = bm.unet.float().eval()
+    ldm = unet_to_ldm(unet)  # ComfyUI's UNet with the same base weights, its config read from them
+    model_config = getattr(comfy.supported_models, comfy_class)(comfy.model_detection.detect_unet_config(ldm, ""))
+    if family == "sdxl":  # head width is not in the weights; SDXL's preset sets 64, the tiny model has less
+        c = unet.config
+        widths = {ch // heads for ch, heads, kind in zip(c.block_out_channels, c.attention_head_dim, c.down_block_types)
+                  if kind.startswith("CrossAttn")}
+        assert len(widths) == 1
+        model_config.unet_config["num_head_channels"] = widths.pop()
+    model = model_config.get_model({}, "", device=torch.device("cpu"))
+    model.load_model_weights({"model.diffusion_model." + k: v for k, v in ldm.items()}, "model.diffusion_model.")
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+    torch.manual_seed(0)
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor([10.0, 700.0])
+    ctx = torch.randn(2, 7, unet.config.cross_attention_dim)
+    added, extra = None, {}
+    if family == "sdxl":  # the added conditioning, given to both UNets in their own form
+        text_embeds = torch.randn(2, unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim)
+        time_ids = torch.tensor([[64.0, 64, 0, 0, 64, 64]] * 2)
+        added = {"text_embeds": text_embeds, "time_ids": time_ids}
+        extra["y"] = torch.cat([text_embeds, unet.add_time_proj(time_ids.flatten()).reshape(2, -1)], dim=1)
+    with torch.no_grad():
+        comfy_base = model.diffusion_model(x, timesteps=t, context=ctx, **extra)
+        # the two UNets agree before any LoRA, so a difference below is the LoRA's
+        torch.testing.assert_close(comfy_base, unet(x, t, ctx, added_cond_kwargs=added).sample, atol=1e-4, rtol=1e-4)
+
+    inject(unet, AdapterSpec(4, 2.0, tuple(UNET_TARGETS)))  # alpha != rank: the scale must be read from .alpha
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if ".lora_B." in name:
+                p.normal_(0, 0.5)  # trained-looking, non-zero updates
+    lora_model = diffusion_model_part(kohya_state_dict(family, adapter_state_dict(unet), [], 2.0, torch.float32,
+                                                       unet_config=unet.config))
+    with torch.no_grad():
+        with caplog.at_level(logging.WARNING):
+            (patched,) = LoraModelLoader().load_lora_model(patcher, lora_model, 1.0)
+        assert [r.getMessage() for r in caplog.records if "not loaded" in r.getMessage().lower()] == []
+        assert len(patched.patches) == len({k.split(".", 1)[0] for k in lora_model})
+        patched.patch_model()
+        comfy_lora = patched.model.diffusion_model(x, timesteps=t, context=ctx, **extra)
+        ours = unet(x, t, ctx, added_cond_kwargs=added).sample
+    effect = ((comfy_lora - comfy_base).norm() / comfy_base.norm()).item()
+    assert effect > 1e-2, "the LoRA changed nothing: the comparison would be vacuous"
+    torch.testing.assert_close(comfy_lora, ours, atol=1e-4, rtol=1e-4)

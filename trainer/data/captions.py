@@ -26,9 +26,32 @@ NOT_CAPTIONS = {*NEGATIVE_PROMPT_FILES, "readme.txt", "license.txt", "licence.tx
 Rng = Union[random.Random, "torch.Generator"]  # noqa: F821 - torch is imported only when a Generator is used
 
 
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le", "UTF-32"), (b"\x00\x00\xfe\xff", "utf-32-be", "UTF-32"),
+         (b"\xff\xfe", "utf-16-le", "UTF-16"), (b"\xfe\xff", "utf-16-be", "UTF-16"))
+
+
+def text_encoding(raw: bytes) -> tuple[str, str] | None:
+    """(codec, name) for UTF-16/UTF-32 text: Windows' Notepad saves "Unicode" as UTF-16 with a BOM; without
+    a BOM, ASCII-heavy UTF-16 shows as a NUL in every other byte. None for anything else."""
+    for bom, codec, name in _BOMS:
+        if raw.startswith(bom):
+            return codec, name
+    sample = raw[:4096]
+    if len(sample) >= 4 and sample.count(0) >= len(sample) // 3:  # no caption or JSON has NULs otherwise
+        odd, even = sample[1::2].count(0), sample[0::2].count(0)
+        return ("utf-16-le", "UTF-16") if odd > even else ("utf-16-be", "UTF-16")
+    return None
+
+
 def decode_text(raw: bytes) -> tuple[str, str | None]:
-    """Bytes → text. UTF-8 (with or without BOM) first; else Windows-1252, which is what German Windows
-    editors save as "ANSI". Returns (text, name of the fallback encoding or None)."""
+    """Bytes → text. UTF-8 (with or without BOM) first; UTF-16/32 by their BOM (or their NULs); else
+    Windows-1252, which is what German Windows editors save as "ANSI". Returns (text, name of the
+    encoding used when it was not UTF-8, or None)."""
+    wide = text_encoding(raw)
+    if wide:
+        codec, name = wide
+        text = raw.decode(codec, "replace")  # an odd trailing byte (a cut file) becomes one U+FFFD
+        return text.lstrip("\ufeff"), name
     try:
         return raw.decode("utf-8-sig"), None
     except UnicodeDecodeError:

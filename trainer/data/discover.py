@@ -24,11 +24,11 @@ from pathlib import Path
 from ..errors import DatasetError
 from . import findings as F
 from .captions import (CAPTION_EXTENSIONS, NEGATIVE_PROMPT_FILES, NOT_CAPTIONS, apply_trigger, decode_text,
-                       normalize_caption, read_negative_prompts, read_text)
+                       normalize_caption, read_negative_prompts, read_text, text_encoding)
 from .findings import DatasetReport, Finding
 from .images import IMAGE_EXTENSIONS, image_size
 from .quality import file_sha256 as _file_sha256
-from .safety import MAX_METADATA_BYTES, inside, relative_name, walk
+from .safety import MAX_METADATA_BYTES, inside, is_text, relative_name, shown, walk
 
 __all__ = ["Dataset", "Sample", "apply_trigger", "check_root", "discover", "inside", "load_dataset"]
 
@@ -58,7 +58,9 @@ class Dataset:
     warnings: list[str] = field(default_factory=list)
     negative_prompts: list[str] = field(default_factory=list)  # the guide's "Prompt-Negativliste"
     findings: list[Finding] = field(default_factory=list)  # discovery's warnings, as data
-    problems: list[Finding] = field(default_factory=list)  # discovery's blocking findings (unsafe paths)
+    # discovery's blocking findings: none today. An unsafe path skips its item (a warning); only an empty
+    # dataset blocks, and that is judged by the callers once every picture has been decoded.
+    problems: list[Finding] = field(default_factory=list)
 
     @property
     def negative_prompt(self) -> str:
@@ -90,6 +92,10 @@ def check_root(root: str | Path) -> Path:
         raise DatasetError("No dataset folder given. Fix: give the folder that holds images/ and metadata.jsonl "
                            "(or images with .txt captions).")
     root = Path(root).expanduser()
+    if not is_text(str(root)):
+        raise DatasetError(f"The dataset folder's path '{shown(root)}' is not valid UTF-8 text (\\x.. marks the bytes "
+                           "that are not), so it cannot be shown or saved in the job record. Fix: rename the folder "
+                           "(letters, digits, '-' and '_' are always safe).")
     if not root.exists():
         raise DatasetError(f"Dataset folder not found: '{root}'. Fix: give the folder that holds images/ and "
                            "metadata.jsonl (or images with .txt captions).")
@@ -161,16 +167,18 @@ class _Discovery:
     def warn(self, code: str, path: Path | str, message: str) -> None:
         self.ds.findings.append(Finding(code, _rel(self.root, path) if isinstance(path, Path) else path, message))
 
-    def block(self, code: str, path: Path | str, message: str) -> None:
-        self.ds.problems.append(Finding(code, _rel(self.root, path) if isinstance(path, Path) else path, message))
-
     def run(self) -> Dataset:
         w = walk(self.root)
         for path, target in w.unsafe:
-            self.block(F.UNSAFE_PATH, path, f"is a symlink to '{target}', outside the dataset folder; nothing "
-                       "outside the dataset is read. Fix: copy the file into the dataset instead of linking it.")
+            self.warn(F.UNSAFE_PATH, path, f"is a symlink to '{shown(target)}', outside the dataset folder; "
+                      "skipped (nothing outside the dataset is read). Fix: copy the file into the dataset instead of linking it.")
         for path in w.unreadable:
             self.warn(F.UNREADABLE_FILE, path, "this process may not read it; skipped. Fix: check its permissions.")
+        for path in w.undecodable:
+            what = "folder (and everything in it)" if path.is_dir() else "file"
+            self.warn(F.BAD_FILE_NAME, shown(_rel(self.root, path)), f"this {what} is skipped: its name is not valid "
+                      "UTF-8 text (\\x.. marks the bytes that are not), so it could not be shown, logged or saved "
+                      "in the job record. Fix: rename it (letters, digits, '-' and '_' are always safe).")
         images = [p for p in w.files if p.suffix.lower() in IMAGE_EXTENSIONS]
         self.images = self._drop_case_collisions(images)
         self.by_lower = {p.as_posix().lower(): p for p in self.images}
@@ -229,17 +237,22 @@ class _Discovery:
                 self.warn(F.BAD_METADATA_LINE, meta, f"is larger than {MAX_METADATA_BYTES >> 20} MiB; ignored. "
                           "Fix: one short line per image is enough.")
                 return
-            raw_lines = meta.read_bytes().splitlines()
+            data = meta.read_bytes()
         except OSError as e:
             self.warn(F.UNREADABLE_FILE, meta, f"cannot be read ({e.strerror or e}); ignored. "
                       "Fix: check its permissions.")
             return
-        for no, raw in enumerate(raw_lines, 1):
+        wide = text_encoding(data)
+        if wide:  # UTF-16/32: its line breaks are two or four bytes, so decode the whole file before splitting
+            self.warn(F.CAPTION_ENCODING, where, f"is saved as {wide[1]}, not UTF-8; read as {wide[1]}. "
+                      "Fix: save the file as UTF-8.")
+        lines = decode_text(data)[0].splitlines() if wide else data.splitlines()
+        for no, raw in enumerate(lines, 1):
             if raw.strip():
                 self._metadata_line(meta, where, no, raw)
 
-    def _metadata_line(self, meta: Path, where: str, no: int, raw: bytes) -> None:
-        text, enc = decode_text(raw)
+    def _metadata_line(self, meta: Path, where: str, no: int, raw: bytes | str) -> None:
+        text, enc = (raw, None) if isinstance(raw, str) else decode_text(raw)
         if enc:
             self.warn(F.CAPTION_ENCODING, where, f"line {no} is not UTF-8; read as {enc}. Fix: save the file as UTF-8.")
         try:
@@ -252,6 +265,14 @@ class _Discovery:
         entry = entry if isinstance(entry, dict) else {}
         name = next((entry[k] for k in FILE_KEYS if isinstance(entry.get(k), str)), None)
         prompt = next((entry[k] for k in PROMPT_KEYS if isinstance(entry.get(k), str)), None)
+        if name is not None and not is_text(name):
+            self.warn(F.BAD_FILE_NAME, where, f"line {no} names '{shown(name)}', which is not valid text (a lone "
+                      "UTF-16 surrogate such as \\udcff); skipped. Fix: write the file name as it is, in UTF-8.")
+            return
+        if prompt is not None and not is_text(prompt):
+            self.warn(F.CAPTION_ENCODING, where, f"line {no}'s prompt holds a broken character (a lone UTF-16 "
+                      "surrogate such as \\ud83d, half an emoji); replaced by \ufffd. Fix: write the character whole.")
+            prompt = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in prompt)
         if name is None or prompt is None:
             self.warn(F.BAD_METADATA_LINE, where, f"line {no} skipped: it needs \"file\" and \"prompt\" (or "
                       '"file_name" and "text") as strings. Fix: write it like '
@@ -260,7 +281,7 @@ class _Discovery:
         try:
             rel = relative_name(name, strict=False)  # an existing file may be called "photo: 1.png" on Linux
         except DatasetError as e:
-            self.block(F.UNSAFE_PATH, where, f"line {no}: {e}")
+            self.warn(F.UNSAFE_PATH, where, f"line {no} skipped: {e}")
             return
         path = self._find(meta.parent, rel, where, no, name)
         if path is None:
@@ -276,8 +297,8 @@ class _Discovery:
         for cand in (base / rel, base / "images" / rel):
             if cand.is_symlink() or cand.exists():
                 if not inside(self.root, cand):
-                    self.block(F.UNSAFE_PATH, _rel(self.root, cand), f"{line} names it, and it resolves outside the "
-                               "dataset folder. Fix: copy the image into the dataset instead of linking it.")
+                    self.warn(F.UNSAFE_PATH, _rel(self.root, cand), f"{line} names it, and it resolves outside the "
+                              "dataset folder; skipped. Fix: copy the image into the dataset instead of linking it.")
                     return None
                 if cand.is_file():
                     if cand.suffix.lower() not in IMAGE_EXTENSIONS:

@@ -11,10 +11,10 @@ from typing import Any
 
 from ..errors import DatasetError
 
-# Blocking
+# Blocking: nothing usable is left
 NO_IMAGES = "NO_IMAGES"
-UNSAFE_PATH = "UNSAFE_PATH"
-# Warnings: the files
+# Warnings: the files (each one skips its item)
+UNSAFE_PATH = "UNSAFE_PATH"  # a symlink or a metadata name leading outside the dataset
 UNREADABLE_IMAGE = "UNREADABLE_IMAGE"  # truncated, empty, not an image, decompression bomb
 UNREADABLE_FILE = "UNREADABLE_FILE"  # a caption or folder this process may not read
 MISSING_CAPTION = "MISSING_CAPTION"  # an image without caption: skipped
@@ -27,6 +27,7 @@ EMPTY_CAPTION = "EMPTY_CAPTION"
 DUPLICATE_NAME = "DUPLICATE_NAME"
 NAME_CASE_MISMATCH = "NAME_CASE_MISMATCH"
 UNSUPPORTED_FILE = "UNSUPPORTED_FILE"
+BAD_FILE_NAME = "BAD_FILE_NAME"  # a name that is not UTF-8 text: skipped (it could not be shown or recorded)
 BAD_REPEATS = "BAD_REPEATS"
 # Warnings: the pictures and prompts
 TOO_FEW_IMAGES = "TOO_FEW_IMAGES"

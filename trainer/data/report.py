@@ -3,7 +3,8 @@
 Checked: where the folder is (allowed roots), what it holds (discover.py), every picture decoded
 once (unreadable, too large, blurry, exact and near duplicates, too small for its training size, too
 elongated), the count against the guide's floor (20) and the preset's range, and the prompts against
-the trigger token. Unsafe paths and an empty dataset block; everything else warns.
+the trigger token. Only an empty dataset blocks; everything else, unsafe paths included, skips its item
+or warns.
 """
 from __future__ import annotations
 
@@ -68,8 +69,8 @@ def check_dataset(root: str | Path, *, resolution: int, trigger_token: str = "",
         _pictures(ds, stats, report, resolution, bucketed)
     report.stats = _summary(ds, report, resolution, bucketed, skipped=len(raw_captions) - len(ds.samples))
     ds.warnings = [str(w) for w in report.warnings]
-    for f in report.problems + report.warnings:
-        log.info("dataset %s: [%s] %s", ds.root.name, f.code, f)
+    for f in report.problems + report.warnings:  # DEBUG: the caller shows the report, once
+        log.debug("dataset %s: [%s] %s", ds.root.name, f.code, f)
     log.log(logging.WARNING if report.problems or report.warnings else logging.INFO,
             "dataset %s: %d usable images, %d problem(s), %d warning(s)", ds.root, len(ds.samples),
             len(report.problems), len(report.warnings))

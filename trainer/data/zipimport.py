@@ -245,6 +245,10 @@ def import_zip(zip_path: str | Path, dest_parent: str | Path, *, name: str | Non
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+    except UnicodeDecodeError:  # zipfile decodes every name on open; the UTF-8 flag was set on bytes that are not
+        raise DatasetError(f"{label} has an entry name that is marked as UTF-8 but is not valid UTF-8 text. Nothing "
+                           "was extracted. Fix: make a new ZIP with your system's 'compress' command, or rename "
+                           "the file and zip again.") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as e:
         raise DatasetError(f"{label} is not a readable ZIP file ({e}). Nothing was extracted. Fix: upload it again "
                            "or make a new ZIP of the dataset folder.") from None

@@ -20,29 +20,70 @@ TINY_FAMILIES = {"sd15": "tiny-sd15", "sd2": "tiny-sd2", "sdxl": "tiny-sdxl"}
 
 
 def build_tiny_model(out_dir: str | Path, family: str = "sd15", seed: int = 0, config_root: Path | None = None) -> Path:
-    """Write a diffusers folder with random weights for `family` (sd15 / sd2 / sdxl). Returns the folder."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    """Write a diffusers folder with random weights for `family` (sd15 / sd2 / sdxl). Returns the folder.
 
-    src = config_root or CONFIG_ROOT / TINY_FAMILIES[family]
+    Safe when several runs start at once from the same folder: one builds (under a file lock) into its own
+    hidden `.<name>.<pid>-….partial` folder and renames it into place; the others wait and use it. A build
+    that fails (disk full) removes its partial folder; leftovers of killed builds go at the next build.
+    """
+    from filelock import FileLock, Timeout
+
+    from ..errors import ModelLoadError
+    from ..export import ensure_folder
+    from ..runstate import clean_partials
+
     out = Path(out_dir)
     if (out / "model_index.json").is_file():
         return out
-    tmp = out.with_name(out.name + ".partial")
-    cfg = lambda sub: json.loads((src / sub / "config.json").read_text())  # noqa: E731
-    torch.manual_seed(seed)
-    UNet2DConditionModel.from_config(cfg("unet")).save_pretrained(tmp / "unet")
-    AutoencoderKL.from_config(cfg("vae")).save_pretrained(tmp / "vae")
-    CLIPTextModel(CLIPTextConfig(**cfg("text_encoder"))).save_pretrained(tmp / "text_encoder")
-    write_char_tokenizer(tmp / "tokenizer")
-    if (src / "text_encoder_2").is_dir():
-        CLIPTextModelWithProjection(CLIPTextConfig(**cfg("text_encoder_2"))).save_pretrained(tmp / "text_encoder_2")
-        write_char_tokenizer(tmp / "tokenizer_2")
-    DDPMScheduler.from_config(json.loads((src / "scheduler" / "scheduler_config.json").read_text())) \
-        .save_pretrained(tmp / "scheduler")
-    index = {"_class_name": "StableDiffusionXLPipeline" if family == "sdxl" else "StableDiffusionPipeline",
-             "lora_studio_note": "TINY RANDOM DEMO MODEL - not a real Stable Diffusion; its images are noise"}
-    (tmp / "model_index.json").write_text(json.dumps(index, indent=1))
-    tmp.rename(out)  # whole folder or nothing: a crash mid-build leaves only the .partial folder
+    ensure_folder(out.parent)
+    try:
+        with FileLock(str(out.parent / f".{out.name}.lock"), timeout=600):
+            if (out / "model_index.json").is_file():  # another process built it while we waited
+                return out
+            clean_partials(out.parent)
+            _build(out, family, seed, config_root)
+    except Timeout:
+        raise ModelLoadError(f"Another process has been building the demo model in {out.parent} for 10 minutes. "
+                             "Fix: wait for it, or remove the folder and its .lock file if no run is going.") from None
+    except Exception as e:  # OSError, or the library's own wrapper of it (safetensors: "No space left on device")
+        why = getattr(e, "strerror", None) or str(e)[:200]
+        raise ModelLoadError(f"Could not build the demo model in {out}: {why}. Nothing half-built was "
+                             "left. Fix: free disk space, or choose another --jobs-dir.") from None
     log.info("built tiny %s demo model in %s", family, out)
     return out
+
+
+def _build(out: Path, family: str, seed: int, config_root: Path | None) -> None:
+    import shutil
+    import tempfile
+
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from ..export import honour_umask
+    from ..runstate import PARTIAL, partial_prefix
+
+    src = config_root or CONFIG_ROOT / TINY_FAMILIES[family]
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(out.name), suffix=PARTIAL, dir=out.parent))
+    try:
+        honour_umask(tmp, directory=True)
+        cfg = lambda sub: json.loads((src / sub / "config.json").read_text())  # noqa: E731
+        torch.manual_seed(seed)
+        UNet2DConditionModel.from_config(cfg("unet")).save_pretrained(tmp / "unet")
+        AutoencoderKL.from_config(cfg("vae")).save_pretrained(tmp / "vae")
+        CLIPTextModel(CLIPTextConfig(**cfg("text_encoder"))).save_pretrained(tmp / "text_encoder")
+        write_char_tokenizer(tmp / "tokenizer")
+        if (src / "text_encoder_2").is_dir():
+            CLIPTextModelWithProjection(CLIPTextConfig(**cfg("text_encoder_2"))).save_pretrained(tmp / "text_encoder_2")
+            write_char_tokenizer(tmp / "tokenizer_2")
+        DDPMScheduler.from_config(json.loads((src / "scheduler" / "scheduler_config.json").read_text())) \
+            .save_pretrained(tmp / "scheduler")
+        index = {"_class_name": "StableDiffusionXLPipeline" if family == "sdxl" else "StableDiffusionPipeline",
+                 "lora_studio_note": "TINY RANDOM DEMO MODEL - not a real Stable Diffusion; its images are noise"}
+        (tmp / "model_index.json").write_text(json.dumps(index, indent=1))
+        if out.exists():  # an incomplete folder under the final name (from before partial folders): replace it
+            shutil.rmtree(out)
+        tmp.rename(out)  # whole folder or nothing
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,246 @@
+"""The LoRA Studio sidebar in headless Chromium, against the frontend ComfyUI bundles (1.27.x) AND the newest
+`comfyui-frontend-package` (1.58.x, started with --front-end-root; its static folder comes from
+LORA_STUDIO_NEW_FRONTEND, the parametrization skips where that is unset).
+
+A ZIP of the sample dataset (plus one too-small picture) is uploaded through the sidebar's file input; its
+report and the flagged picture's thumbnail show; a training run is queued from it behind a busy queue, and
+its row goes queued → running (step, ETA) → finished with a sparkline and a preview; its page shows the
+curves, previews, the settings off the preset and the command; "New variant" puts the settings back into a
+graph that trains again. Then the same in German through the pack's own language setting.
+Screenshots: test-artifacts/; with LORA_STUDIO_UPDATE_SCREENSHOT=1 also docs/screenshots/ for the README.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_browser import ARTIFACTS, _settings, chromium, launch_chromium, open_ui  # noqa: F401
+from tests.e2e.test_studio_routes import FOX
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs" / "screenshots"
+NEW_FRONTEND_ENV = "LORA_STUDIO_NEW_FRONTEND"
+STEPS = 3
+
+
+def _shots(name: str, tag: str) -> list[Path]:
+    out = [ARTIFACTS / f"{tag}_{name}.png"]
+    if os.environ.get("LORA_STUDIO_UPDATE_SCREENSHOT") and tag == "bundled":
+        out.append(DOCS / f"{name}.png")
+    return out
+
+
+@pytest.fixture(scope="module", params=["bundled", "1.58"])
+def studio(request, tmp_path_factory, sd15_checkpoint_file):
+    """(tag, server) — the session's server for the bundled frontend, an own one for the newest frontend."""
+    if request.param == "bundled":
+        yield "bundled", request.getfixturevalue("comfy_server")
+        return
+    root = os.environ.get(NEW_FRONTEND_ENV)
+    if not root:
+        pytest.skip(f"{NEW_FRONTEND_ENV} is not set: point it at the static/ folder of comfyui-frontend-package "
+                    "1.58.x (pip download comfyui-frontend-package, unpack) to test the newest frontend")
+    if not (Path(root) / "index.html").is_file():
+        pytest.skip(f"{NEW_FRONTEND_ENV}={root} has no index.html: not a frontend's static folder")
+    request.getfixturevalue("comfy_server")  # skips without COMFYUI_PATH, like every e2e test
+    from tests.e2e.conftest import running_comfy_server
+
+    with running_comfy_server(tmp_path_factory.mktemp("comfy_new_frontend"), ("--front-end-root", root)) as server:
+        (server.checkpoints_dir / "sd15_random.safetensors").symlink_to(sd15_checkpoint_file)
+        yield "1.58", server
+
+
+@pytest.fixture(scope="module")
+def page(studio, chromium, sd15_checkpoint_file):  # noqa: F811
+    tag, server = studio
+    ckpt = server.checkpoints_dir / "sd15_random.safetensors"
+    if not ckpt.exists():
+        ckpt.symlink_to(sd15_checkpoint_file)
+    ARTIFACTS.mkdir(exist_ok=True)
+    _settings(server, **{"Comfy.TutorialCompleted": True, "Comfy.Locale": "en", "LoraStudio.Language": "en",
+                         "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False})
+    p = launch_chromium(ARTIFACTS / f"chromium_studio_{tag}.log")
+    try:
+        for domain in ("Page", "Runtime", "DOM"):
+            p.call(f"{domain}.enable")
+        p.call("Emulation.setDeviceMetricsOverride", width=1600, height=1000, deviceScaleFactor=1, mobile=False)
+        open_ui(p, server)
+        yield p
+    finally:
+        (ARTIFACTS / f"browser_console_studio_{tag}.txt").write_text("\n".join(p.console_problems()) + "\n")
+        p.close()
+
+
+def _zip_path(tmp: Path) -> Path:
+    """The sample dataset's first 6 pictures and a 96 px one the report flags as too small."""
+    from PIL import Image
+
+    lines = (FOX / "metadata.jsonl").read_text().splitlines()[:6]
+    tiny = io.BytesIO()
+    Image.open(FOX / "images" / json.loads(lines[0])["file"]).resize((96, 96)).save(tiny, "PNG")
+    lines.append(json.dumps({"file": "tiny.png", "prompt": "a tiny <my_token> fox"}))
+    path = tmp / "class_foxes.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("class_foxes/metadata.jsonl", "\n".join(lines) + "\n")
+        for line in lines[:-1]:
+            name = json.loads(line)["file"]
+            zf.write(FOX / "images" / name, f"class_foxes/images/{name}")
+        zf.writestr("class_foxes/images/tiny.png", tiny.getvalue())
+    return path
+
+
+def open_sidebar(p) -> None:
+    p.js("""
+        const b = document.querySelector('.lora-studio-tab-button, [data-testid="lora-studio-tab-button"]');
+        if (!b) throw new Error('no LoRA Studio button in the sidebar');
+        if (!document.querySelector('.lora-studio-sidebar')) b.click();
+        return true;""")
+    p.wait_for("return !!document.querySelector('.lora-studio-sidebar .ls-jobs, .lora-studio-sidebar .ls-jobpage')",
+               30, "the LoRA Studio sidebar")
+
+
+def set_file_input(p, path: Path) -> None:
+    doc = p.call("DOM.getDocument", depth=-1, pierce=True)
+    node = p.call("DOM.querySelector", nodeId=doc["root"]["nodeId"], selector=".lora-studio-sidebar .ls-file")
+    assert node.get("nodeId"), "no file input in the sidebar"
+    p.call("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(path)])
+
+
+def queue_training(p, dataset: str, name: str, ckpt: str = "sd15_random.safetensors") -> None:
+    tpl = (REPO / "example_workflows" / "train_from_folder.json").read_text(encoding="utf-8")
+    extra = json.dumps({"test_mode": True, "lr_warmup_steps": 0, "checkpointing_steps": 0,
+                        "preview_sampling_steps": 2, "snr_gamma": 0})
+    p.js(f"""
+        await app.loadGraphData({tpl}, true, true, 'studio');
+        const conf = one('LoraStudio_ConfigureLoRA'), data = one('LoraStudio_LoadDataset');
+        setWidget(data, 'dataset', {json.dumps(dataset)});
+        setWidget(conf, 'ckpt_name', {json.dumps(ckpt)});
+        setWidget(conf, 'name', {json.dumps(name)});
+        setWidget(conf, 'resolution', 64);
+        setWidget(conf, 'max_train_steps', {STEPS});
+        setWidget(conf, 'gradient_accumulation_steps', 1);
+        setWidget(conf, 'mixed_precision', 'no');
+        setWidget(conf, 'extra', {json.dumps(extra)});
+        await app.queuePrompt(0, 1);
+        return true;""")
+
+
+def rows(p) -> list[dict]:
+    return p.js("""return [...document.querySelectorAll('.lora-studio-sidebar .ls-job')].map((r) => ({
+        id: r.dataset.id, status: r.dataset.status, text: r.querySelector('.ls-status').textContent,
+        name: r.querySelector('.ls-job-name').textContent,
+        spark: r.querySelectorAll('.ls-spark polyline').length,
+        preview: !!r.querySelector('.ls-preview-thumb')?.naturalWidth}));""")
+
+
+def test_upload_train_watch_and_variant_in_the_sidebar(page, studio, tmp_path, sd15_checkpoint_file):
+    tag, server = studio
+    p = page
+    open_sidebar(p)
+    set_file_input(p, _zip_path(tmp_path))
+    status = p.wait_for("const s = document.querySelector('.ls-upload-status')?.textContent || '';"
+                        "return /Uploaded|HTTP|error/i.test(s) && s", 120, "the upload's answer")
+    assert status.startswith("Uploaded as"), status
+    dataset = status.split("“", 1)[1].rstrip("”")
+    flagged = p.wait_for("""const f = [...document.querySelectorAll('.ls-flag')];
+        return f.length && f.every((x) => x.querySelector('img').naturalWidth > 0) &&
+          f.map((x) => x.textContent);""", 60, "the flagged pictures' thumbnails")
+    assert any("LOW_RESOLUTION" in f and "images/tiny.png" in f for f in flagged), flagged
+    assert (server.input_dir / dataset / "images" / "tiny.png").is_file()
+    p.wait_for(f"return [...document.querySelectorAll('.ls-ds-name')].some((e) => e.textContent === {json.dumps(dataset)})",
+               30, "the dataset in the list")
+    p.screenshot(*_shots("sidebar_upload", tag))
+
+    # a busy queue first, so the training waits as "queued"
+    from tests.e2e.conftest import Checkpoint
+
+    busy = Checkpoint("sd15_random.safetensors", server.checkpoints_dir / "sd15_random.safetensors",
+                      sd15_checkpoint_file).txt2img_prompt(size=64, steps=2)
+    server.post("/prompt", json={"prompt": busy, "client_id": "someone-else"}).raise_for_status()
+    name = f"studio_{tag.replace('.', '_')}"
+    queue_training(p, dataset, name)
+    seen, texts, deadline = [], [], time.monotonic() + 1200
+    while time.monotonic() < deadline:
+        mine = [r for r in rows(p) if r["name"] == name]
+        if mine:
+            if not seen or seen[-1] != mine[0]["status"]:
+                seen.append(mine[0]["status"])
+            texts.append(mine[0]["text"])
+            if mine[0]["status"] == "running" and "step" in mine[0]["text"] and not (ARTIFACTS / f"{tag}_running.png").exists():
+                p.screenshot(ARTIFACTS / f"{tag}_running.png")
+            if mine[0]["status"] in ("finished", "failed", "cancelled") and mine[0]["spark"] and mine[0]["preview"]:
+                break
+        time.sleep(0.4)
+    assert seen[:1] == ["queued"] and "running" in seen and seen[-1] == "finished", (seen, server.log_tail())
+    assert any("step" in t and "ETA" in t for t in texts), texts
+    p.screenshot(*_shots("sidebar_jobs", tag))
+
+    # the job's page
+    p.js(f"""[...document.querySelectorAll('.ls-job')].find((r) => r.querySelector('.ls-job-name').textContent ===
+             {json.dumps(name)}).click(); return true;""")
+    jp = p.wait_for("""const j = document.querySelector('.ls-jobpage');
+        return j && j.querySelector('.ls-command')?.value && [...j.querySelectorAll('.ls-preview')].every((i) => i.naturalWidth)
+          && {previews: j.querySelectorAll('.ls-preview').length, loss: j.querySelectorAll('.ls-loss-curve polyline').length,
+              lr: j.querySelectorAll('.ls-lr-curve polyline').length, command: j.querySelector('.ls-command').value,
+              differs: [...j.querySelectorAll('.ls-differs td:first-child')].map((t) => t.textContent),
+              report: j.querySelector('.ls-report-text').textContent};""", 60, "the job page")
+    assert jp["previews"] >= 1 and jp["loss"] == 1 and jp["lr"] == 1, jp
+    assert jp["command"].startswith("accelerate launch -m trainer train --job "), jp
+    assert "resolution" in jp["differs"] and "max_train_steps" in jp["differs"], jp
+    assert "LOW_RESOLUTION" in jp["report"], jp["report"][:300]
+    p.screenshot(*_shots("job_page", tag))
+
+    # New variant: the job's settings back in a graph, which trains again
+    p.js("document.querySelector('.ls-jobpage .ls-variant').click(); return true;")
+    got = p.wait_for("""const c = app.graph._nodes.find((n) => n.type === 'LoraStudio_ConfigureLoRA');
+        const d = app.graph._nodes.find((n) => n.type === 'LoraStudio_LoadDataset');
+        return c && d && Object.fromEntries([...c.widgets, ...d.widgets].filter((w) => w.serialize !== false)
+          .map((w) => [w.name, w.value]));""", 30, "the variant graph")
+    assert got["dataset"] == dataset and got["name"] == name and got["resolution"] == 64, got
+    assert got["max_train_steps"] == STEPS and json.loads(got["extra"])["test_mode"] is True, got
+    p.js("window.__done = null; for (const [t, ok] of [['execution_success', true], ['execution_error', false]])"
+         " api.addEventListener(t, (e) => { window.__done ??= {ok, d: e.detail}; });"
+         " await app.queuePrompt(0, 1); return true;")
+    done = p.wait_for("return window.__done", 900, "the variant's run", poll=1.0)
+    assert done["ok"], (done, server.log_tail())
+    records = [json.loads(f.read_text()) for f in (server.output_dir / "lora_studio" / "jobs").glob("*.json")]
+    ours = [r for r in records if r["config"]["name"] == name and r["status"] == "finished"]
+    assert len(ours) == 2, [r["config"]["name"] for r in records]
+    a, b = ours[0]["config"], ours[1]["config"]
+    assert {k for k in a if a[k] != b[k]} <= {"resume_from"}, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def test_configure_lora_and_sidebar_in_german(page, studio):
+    tag, server = studio
+    p = page
+    p.screenshot(*_shots("configure_lora_en", tag))
+    _settings(server, **{"LoraStudio.Language": "de"})
+    try:
+        open_ui(p, server)
+        p.js("await app.loadGraphData(" + (REPO / "example_workflows" / "train_from_folder.json").read_text(encoding="utf-8")
+             + ", true, true, 'de'); await new Promise((r) => setTimeout(r, 800)); return true;")
+        open_sidebar(p)
+        got = p.wait_for("""const s = document.querySelector('.lora-studio-sidebar');
+            const train = one('LoraStudio_TrainLoRA'), conf = one('LoraStudio_ConfigureLoRA');
+            return s && {h3: [...s.querySelectorAll('h3')].map((h) => h.textContent), title: train.title,
+                         conf: conf.title, copy: conf.loraStudioPanel.copyButton.textContent,
+                         input: train.inputs.find((i) => i.name === 'dataset').label,
+                         locale: window.loraStudio.currentLocale()};""", 30, "the German sidebar")
+        assert got["locale"] == "de", got
+        assert got["h3"][:2] == ["Datensätze", "Aufträge"], got
+        assert got["title"] == "LoRA trainieren (LoRA Studio)" and got["conf"] == "LoRA einstellen (LoRA Studio)", got
+        assert got["copy"] == "Befehl kopieren" and got["input"] == "Datensatz", got
+        p.screenshot(*_shots("sidebar_de", tag))
+        toasts = p.js("return [...document.querySelectorAll('.p-toast-message-error')].map((t) => t.textContent)")
+        assert not toasts, toasts
+    finally:
+        _settings(server, **{"LoraStudio.Language": "en"})
+    ours = [x for x in p.console_problems() if "lora_studio" in x.lower() or "lora studio" in x.lower()]
+    assert not ours, ours

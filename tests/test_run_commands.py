@@ -1,0 +1,66 @@
+"""Every command we print is shell-safe: pasted into a shell, each path and value arrives as one literal
+argument and nothing in it runs. Checked by letting a real shell parse the printed line."""
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+
+import pytest
+from conftest import tiny_overrides
+
+from trainer import TrainConfig
+from trainer.commands import headless_command, resume_command, shell_join
+from trainer.job import run_job
+
+NASTY = ["$(touch PWNED)", "`touch PWNED`", 'a "quoted" name', "it's", "semi;colon && echo hi", "new\nline",
+         "back\\slash", "$HOME", "*"]
+
+
+def _shell_args(tmp_path, line: str) -> list[str]:
+    """What bash makes of the printed `line`: the arguments its program receives. The program (the first word
+    after an optional `cd … &&`) is shadowed by a shell function that prints its arguments instead of running."""
+    words = shlex.split(line)
+    prog = words[words.index("&&") + 1] if words[0] == "cd" else words[0]
+    script = f"function {prog} {{ for a; do printf '%s\\0' \"$a\"; done; }}\n{line}"
+    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "PWNED").exists(), "the printed command ran code"
+    return out.stdout.split("\0")[:-1]
+
+
+@pytest.mark.parametrize("nasty", NASTY)
+def test_the_job_records_command_keeps_the_path_literal(tmp_path, nasty):
+    record = tmp_path / nasty.replace("\n", "_") / "job.json"
+    line = headless_command(record)
+    assert _shell_args(tmp_path, line) == ["launch", "-m", "trainer", "train", "--job", str(record)]
+
+
+@pytest.mark.parametrize("nasty", NASTY[:4])
+def test_the_resume_command_keeps_paths_literal(tmp_path, nasty, monkeypatch):
+    work = tmp_path / f"work {nasty}".replace("\n", "_")
+    work.mkdir()
+    monkeypatch.chdir(work)
+    record = work / "jobs" / "r.json"
+    ck = work / "jobs" / "checkpoints" / nasty.replace("\n", "_") / "step-000003"
+    line = resume_command(record, ck)
+    assert line.startswith("cd ")
+    args = _shell_args(tmp_path, line)
+    assert args[-4:] == ["--job", str(record), "--set", f"resume_from={ck}"]
+
+
+def test_a_real_runs_record_command_with_a_nasty_jobs_folder(tmp_path, tiny_sd15, sample_dataset):
+    jobs = tmp_path / 'jobs $(touch PWNED) "x"'
+    res = run_job(TrainConfig.from_dict(tiny_overrides(tmp_path, tiny_sd15, sample_dataset, max_train_steps=1,
+                                                       jobs_dir=str(jobs), preview_every=-1, report_to=[])))
+    record = json.loads(res.record_path.read_text())
+    assert '"' + str(jobs) not in record["command"]  # no longer wrapped in double quotes
+    args = _shell_args(tmp_path, record["command"])
+    assert args[-1] == str(res.record_path) and args[-2] == "--job"
+
+
+def test_shell_join_with_a_folder(tmp_path):
+    line = shell_join(["echo", "$(touch PWNED)"], cwd=tmp_path / "a b")
+    (tmp_path / "a b").mkdir()
+    out = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=30)
+    assert out.stdout == "$(touch PWNED)\n" and not (tmp_path / "PWNED").exists()
