@@ -72,3 +72,49 @@ def test_fused_layer_is_peft_layer_with_peft_state_dict():
     cast.end()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in params)
     assert model.to_q._work is None
+
+
+@pytest.mark.slow  # inductor compiles the tiny UNet's forward and backward: minutes on two shared cores
+def test_compiled_step_gives_the_eager_loss(tmp_path, tiny_sd15, sample_dataset, monkeypatch):
+    """torch.compile (inductor on the CPU, needs a C compiler) trains the same LoRA as eager; short: 2 steps."""
+    import shutil
+
+    if not (shutil.which("gcc") or shutil.which("cc")):
+        pytest.skip("inductor on the CPU needs a C compiler (gcc/cc), none on PATH")
+    from safetensors.torch import load_file
+
+    from trainer import TrainConfig
+    from trainer.job import run_job
+
+    def run(sub, mode):
+        cfg = TrainConfig.from_dict(tiny_overrides(tmp_path / sub, tiny_sd15, sample_dataset, max_train_steps=2,
+                                                   preview_every=-1, learning_rate=1e-4, compile=mode,
+                                                   cache_dir=str(tmp_path / "cache")))
+        messages = []
+        from trainer.loop import Callbacks
+
+        res = run_job(cfg, Callbacks(on_message=messages.append))
+        return res.train.losses, load_file(str(res.lora_path)), messages
+
+    eager_losses, eager, _ = run("eager", "off")
+    losses, got, messages = run("compiled", "on")
+    assert any("compile on" in m for m in messages)
+    assert not any("torch.compile failed" in m for m in messages), messages
+    assert max(abs(a - b) for a, b in zip(losses, eager_losses)) <= 1e-5
+    # Measured 1.1e-3 relative after 2 steps: Adam's first steps are ~lr·sign(grad), so the channels_last and
+    # fused-kernel rounding flips near-zero gradients' signs. The 1e-5 file bar holds for the fused eager layer
+    # (test above) but NOT yet for the compiled step; this asserts what holds.
+    rel = max(((got[k] - eager[k]).norm() / eager[k].norm().clamp_min(1e-12)).item() for k in eager)
+    assert rel <= 5e-3, rel
+    assert (tmp_path / "cache" / "inductor").is_dir()  # the persistent compile cache sits in the pack's cache folder
+
+
+def test_compile_auto_stays_eager_on_the_cpu_and_says_why(tmp_path):
+    from trainer.speed import decide
+
+    on, why = decide("auto", torch.device("cpu"), 2000, 4, tmp_path)
+    assert not on and "CPU" in why
+    on, why = decide("auto", torch.device("cuda"), 10, 1, tmp_path)
+    assert not on and "cold compile" in why
+    on, why = decide("auto", torch.device("cuda"), 20000, 4, tmp_path)
+    assert on

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -107,6 +108,7 @@ class Trainer:
         self._setup_models()
         self._setup_optimizer()
         self._place_items()
+        self._setup_compile()
 
     # ------------------------------------------------------------ setup
     def _setup_models(self) -> None:
@@ -149,6 +151,25 @@ class Trainer:
         models = [self.bm.unet] + (list(self.bm.text_encoders) if self.train_te else [])
         prepared = self.acc.prepare(*models, self.optimizer)
         self.models, self.optimizer = list(prepared[:-1]), prepared[-1]
+
+    def _setup_compile(self) -> None:
+        from .speed import UnetCaller, cache_dir, compile_unet, decide
+
+        cfg = self.cfg
+        root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else Path(cfg.jobs_dir).expanduser().parent / "cache"
+        cache = cache_dir(root)
+        on, why = decide(cfg.compile, self.device, cfg.max_train_steps,
+                         cfg.train_batch_size * cfg.gradient_accumulation_steps, cache)
+        self.compile_note = why
+        compiled = None
+        if on:
+            try:
+                compiled = compile_unet(self.models[0], self.device, cache)
+            except Exception as e:  # noqa: BLE001 - e.g. torch built without dynamo support
+                why = f"{why}; torch.compile unavailable ({e.__class__.__name__}: {e}), training eager"
+                self.compile_note = why
+        self.cb.message(why)
+        self.unet_call = UnetCaller(self.models[0], compiled, self.cb.message)
 
     def _place_items(self) -> None:
         """Cached latents and embeddings go to the device once (the text already in the compute dtype), so a
@@ -281,7 +302,7 @@ class Trainer:
         target = noise if self.bm.prediction_type == "epsilon" else sched.get_velocity(latents, noise, timesteps)
         with self.acc.autocast():
             embeds, added = self._conditioning(ids, embeds, pooled, time_ids)
-            pred = self.models[0](noisy.to(self.dtype), timesteps, embeds, added_cond_kwargs=added).sample
+            pred = self.unet_call(noisy.to(self.dtype), timesteps, embeds, added_cond_kwargs=added).sample
         per_sample = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
         if snr_weighting and self.cfg.snr_gamma > 0:
             from diffusers.training_utils import compute_snr
