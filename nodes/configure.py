@@ -3,15 +3,13 @@ the exact headless command that reproduces the job."""
 from __future__ import annotations
 
 import json
-import shlex
-from pathlib import Path
 
 from ..trainer import ConfigError, Problem, apply_preset
+from ..trainer.commands import train_command
 from ..trainer.config import field_default, field_type, spec
 from ..trainer.presets import CONFIGURE_WIDGETS, KEEP, PRESETS, get_preset, overrides_from_widgets, widget_kind
 from .comfy_bridge import CATEGORY, CONFIG_TYPE, checkpoint_names, checkpoint_path, confined, loras_dir
 
-PACK_DIR = Path(__file__).resolve().parents[1]
 PRESET_TITLES = [p.title for p in PRESETS.values()]
 TIP_KEEP = "0 keeps the preset's value."
 # Widget details that are about the widget, not the field: step sizes and rounding of the number boxes.
@@ -58,11 +56,11 @@ def headless_command(cfg, dataset: str = "<dataset folder>") -> str:
     skip = {"preset", "base_model", "dataset", "output_dir", "name"}
     sets = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in cfg.to_dict().items()
             if k not in skip and base.get(k) != v]
-    parts = ["accelerate", "launch", "-m", "trainer", "train", "--preset", preset.key, "--name", cfg.name,
-             "--base-model", cfg.base_model, "--dataset", dataset, "--output-dir", cfg.output_dir]
+    parts = ["--preset", preset.key, "--name", cfg.name, "--base-model", cfg.base_model, "--dataset", dataset,
+             "--output-dir", cfg.output_dir]
     for s in sets:
         parts += ["--set", s]
-    return f"cd {shlex.quote(str(PACK_DIR))} && " + " ".join(shlex.quote(p) for p in parts)
+    return train_command(parts)
 
 
 def override_widget(name: str) -> tuple:
@@ -106,7 +104,7 @@ class ConfigureLoRA:
                 "ckpt_name": (checkpoint_names(), {"tooltip": "The base model to adapt (SD 1.5, SD 2.x or SDXL), from "
                                                    "models/checkpoints. Use the same model later with the LoRA."}),
                 "preset": (PRESET_TITLES, {"default": PRESET_TITLES[0], "tooltip": " | ".join(
-                    f"{p.title}: {p.suited_for} — {p.focus}" for p in PRESETS.values())}),
+                    f"{p.title}: {p.suited_for_en} — {p.focus_en}" for p in PRESETS.values())}),
                 "name": ("STRING", {"default": field_default("name"), "tooltip": spec("name").help}),
             },
             "optional": {

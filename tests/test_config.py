@@ -60,6 +60,7 @@ BAD = [
     ("class_data_dir", 3, "text"), ("caption_dropout", 1.0, "0.05"), ("keep_tags", -1, "trigger tag"),
     ("aspect_buckets", "yes", "true or false"), ("shuffle_tags", 0, "true or false"), ("resume_from", 3, "text"), ("with_prior_preservation", "y", "true or false"),
     ("compile", "max", "'auto'"),
+    ("num_threads", -1, "CPU cores"),
 ]
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import shlex
+from pathlib import Path
 
 import pytest
 from conftest import load_pack
@@ -42,25 +43,25 @@ def test_validate_inputs_returns_the_trainers_message(nodes, with_checkpoint):
     assert "not one of" in v(**dict(ok, train_text_encoder="maybe"))
 
 
-def test_headless_command_rebuilds_the_same_config(nodes, with_checkpoint):
+def test_headless_command_rebuilds_the_same_config(nodes, with_checkpoint, monkeypatch):
     out = nodes.ConfigureLoRA().configure(ckpt_name="v1-5.safetensors", preset="Galerie – Feinabstimmung",
                                           name="mein stil", rank=16, learning_rate=2e-5, seed=7,
                                           lr_scheduler="linear", mixed_precision="no",
                                           extra='{"unet_target_modules": ["to_q", "to_v"], "noise_offset": 0.05}')
     config, command = out["result"]
     assert out["ui"]["command"] == [command]
-    argv = shlex.split(command.split("&&", 1)[1])
-    assert argv[:5] == ["accelerate", "launch", "-m", "trainer", "train"]
-    import argparse
+    cd, rest = command.split("&&", 1)
+    folder = shlex.split(cd)[1]
+    argv = shlex.split(rest)
+    assert argv[1:4] == ["-m", "trainer", "train"]  # <python> -m trainer train, run in the pack's folder
+    from trainer.cli import PATH_FIELDS, parser
 
-    ap = argparse.ArgumentParser()
-    for flag in ("--preset", "--name", "--base-model", "--dataset", "--output-dir", "--jobs-dir", "--trigger", "--job"):
-        ap.add_argument(flag)
-    ap.add_argument("--set", action="append")
-    ap.add_argument("--demo", action="store_true")
-    args = ap.parse_args(argv[5:])
+    args = parser().parse_args(argv[3:])
+    monkeypatch.chdir(folder)  # relative paths mean what they mean after the command's `cd`
     rebuilt = build_config(args).to_dict()
     for key, value in config.items():
+        if key in PATH_FIELDS and value and not Path(value).is_absolute():
+            value = str(Path(folder) / value)
         if key != "dataset":
             assert rebuilt[key] == value, key
 

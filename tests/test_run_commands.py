@@ -10,7 +10,7 @@ import pytest
 from conftest import tiny_overrides
 
 from trainer import TrainConfig
-from trainer.commands import headless_command, resume_command, shell_join
+from trainer.commands import headless_command, job_commands, resume_command, shell_join
 from trainer.job import run_job
 
 NASTY = ["$(touch PWNED)", "`touch PWNED`", 'a "quoted" name', "it's", "semi;colon && echo hi", "new\nline",
@@ -32,8 +32,10 @@ def _shell_args(tmp_path, line: str) -> list[str]:
 @pytest.mark.parametrize("nasty", NASTY)
 def test_the_job_records_command_keeps_the_path_literal(tmp_path, nasty):
     record = tmp_path / nasty.replace("\n", "_") / "job.json"
-    line = headless_command(record)
-    assert _shell_args(tmp_path, line) == ["launch", "-m", "trainer", "train", "--job", str(record)]
+    line = headless_command(record)  # in a checkout: cd <pack> && <python> -m trainer train --job <record>
+    assert _shell_args(tmp_path, line) == ["-m", "trainer", "train", "--job", str(record)]
+    acc = job_commands(record)["accelerate"]
+    assert _shell_args(tmp_path, acc)[-5:] == ["-m", "trainer", "train", "--job", str(record)]
 
 
 @pytest.mark.parametrize("nasty", NASTY[:4])

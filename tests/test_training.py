@@ -27,7 +27,9 @@ def test_cli_trains_and_held_out_loss_falls(tmp_path, tiny_sd15, sample_dataset)
     lora = rec["outputs"]["lora"]
     assert lora.endswith("tiny.safetensors")
     assert rec["base_model"]["family"] == "sd15" and len(rec["base_model"]["sha256"]) == 64
-    assert rec["command"].startswith("accelerate launch -m trainer train --job")
+    assert rec["command"] == rec["commands"]["rerun"] and rec["command"].endswith(" train --job " + str(
+        next((tmp_path / "jobs").glob("*.json")).resolve()))
+    assert " launch --num_processes 1 " in rec["commands"]["accelerate"]
 
 
 def test_same_seed_gives_identical_files(tmp_path, tiny_sd15, sample_dataset):

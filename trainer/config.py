@@ -3,7 +3,7 @@
 Each field is defined once, with `opt(default, help, range or choices, fix)`: its type comes from the
 annotation, the rest rides in the dataclass field's metadata (peft's `LoraConfig` style). Validation,
 the Configure LoRA node's widgets and tooltips, `locales/en/nodeDefs.json`, the CLI's field list
-(`python -m trainer presets`) and `web/presets.json` are all derived from these definitions;
+(`lora-studio presets`) and `web/presets.json` are all derived from these definitions;
 `tools/generate.py` writes the generated files and a test fails when they drift.
 
 Validation follows the AI4ArtsEd guide ("Auflösung 256–1536 px, Lernrate ≥ 1e-6, Schritte > 0 und
@@ -54,7 +54,7 @@ class FieldSpec:
     choices: tuple[str, ...] | None = None  # texts: the allowed values; lists: the allowed items
     nonempty: bool = False  # texts and lists: empty is an error
     fix: str = ""  # what to write instead (the "Fix:" of the error)
-    group: str = ""  # section in `python -m trainer presets` and web/presets.json
+    group: str = ""  # section in `lora-studio presets` and web/presets.json
 
 
 def opt(default: Any, help: str, **spec: Any) -> Any:
@@ -216,6 +216,9 @@ class TrainConfig:
     checkpoints_total_limit: int = opt(3, "How many checkpoints to keep.", lo=1, hi=1000,
                                        fix="keep the last 2–5 checkpoints", group="run")
     resume_from: str = opt("", "A checkpoint folder, or 'latest' (the newest of this job's name).", group="run")
+    num_threads: int = opt(0, "CPU threads for torch; 0 = the machine's default. The job record keeps the number "
+                           "used, so a rerun (plain or through accelerate launch) sums in the same order.", lo=0,
+                           hi=1024, fix="use 0 (the machine's default) or the number of CPU cores", group="run")
     test_mode: bool = opt(False, "Allow 32–255 px for pipeline smoke tests with tiny models.", group="run")
 
     def __post_init__(self) -> None:
@@ -270,7 +273,7 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError([Problem(k, data[k], "a known field", "remove it or check its spelling; "
-                                       "known fields are listed by `python -m trainer presets`") for k in unknown])
+                                       "known fields are listed by `lora-studio presets`") for k in unknown])
         return cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()})
 
     @classmethod
@@ -356,7 +359,7 @@ def field_names() -> list[str]:
 
 
 def field_table() -> dict[str, dict[str, Any]]:
-    """Every field's definition as plain data (for web/presets.json and `python -m trainer presets`)."""
+    """Every field's definition as plain data (for web/presets.json and `lora-studio presets`)."""
     out = {}
     for name in field_names():
         s = spec(name)

@@ -15,6 +15,7 @@ import os
 import secrets
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +32,7 @@ from .interop import target_warnings
 from .export import (SAVE_DTYPES, adapter_config, folder_problem, kohya_state_dict, lora_metadata, sanitize_name, save_lora,
                      write_json_atomic)
 from . import checkpoint
-from .commands import headless_command
+from .commands import headless_command, job_commands
 from .runstate import clean_partials, mark_interrupted_records, this_process
 from .loop import Callbacks, Trainer, TrainResult
 from .tracking import TrackerGroup, make_trackers, reporter_problems
@@ -128,15 +129,20 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                                         placeholder=cfg.placeholder, preset_key=cfg.preset,
                                         bucketed=cfg.aspect_buckets)
     ds = dataset
-    for w in ds.warnings:
-        cb.message(f"dataset: {w}")
+    if cb.on_message:  # the caller's display; the terminal already has them from check_dataset's log
+        for w in ds.warnings:
+            cb.on_message(f"dataset: {w}")
+    # CPU threads change float summation order, so results: pinned from the record (accelerate launch sets
+    # OMP_NUM_THREADS=1, a plain run uses every core), recorded when the config leaves it to the machine.
+    threads = cfg.num_threads or torch.get_num_threads()
     jobs_dir = Path(cfg.jobs_dir).expanduser()
     _tidy_after_dead_runs(cfg, write_lora)
     job_id = new_job_id(cfg.name)
     record_path = jobs_dir / f"{job_id}.json"
     record: dict[str, Any] = {
         "id": job_id, "status": "running", "created": datetime.now(timezone.utc).isoformat(),
-        "config": cfg.to_dict(), "command": headless_command(record_path), "folder": str(jobs_dir / job_id),
+        "config": dict(cfg.to_dict(), num_threads=threads), "command": headless_command(record_path),
+        "commands": job_commands(record_path, cfg.mixed_precision), "folder": str(jobs_dir / job_id),
         "dataset": {"path": str(ds.root), "images": len(ds.samples), "warnings": ds.warnings,
                     "report": report.to_dict() if report is not None else None},
         "environment": _versions(),
@@ -156,14 +162,21 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.enable_grad())
         stack.enter_context(torch.random.fork_rng(devices=range(torch.cuda.device_count())))
+        stack.callback(torch.set_num_threads, torch.get_num_threads())
+        torch.set_num_threads(threads)
         try:
             acc = make_accelerator(cfg)
             t_start = time.perf_counter()
             cb.message("loading base model")
+            # The file's sha256 (3–4 s for a full SD 1.5 file unless cached) is read while the model loads.
+            src = bm.source if bm else Path(cfg.base_model).expanduser()
+            pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="lora-studio-hash"))
+            hashing = pool.submit(file_sha256, src, resolve_cache_dir(cfg)) if src.exists() else None
             bm = bm or load_base_model(cfg.base_model, cfg.model_type, cfg.model_config_dir, cfg.tokenizer_dir,
                                        cfg.prediction_type)
             record["base_model"] = {"path": str(bm.source), "family": bm.family, "prediction_type": bm.prediction_type,
-                                    "sha256": file_sha256(bm.source, resolve_cache_dir(cfg)),
+                                    "sha256": hashing.result() if hashing else file_sha256(bm.source,
+                                                                                           resolve_cache_dir(cfg)),
                                     "tokenizer": bm.extra.get("tokenizer")}
             record["dataset"]["sha256"] = ds.content_hash()
             record["warnings"] = target_warnings(bm.family, cfg.unet_target_modules, cfg.train_text_encoder,

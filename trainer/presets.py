@@ -19,13 +19,15 @@ from .errors import ConfigError, Problem
 @dataclass(frozen=True)
 class Preset:
     key: str
-    title: str  # as the guide writes it
-    suited_for: str
+    title: str  # as the guide writes it (kept in German everywhere: it is the preset's name)
+    suited_for: str  # the guide's German texts (German UI)
     focus: str
     min_images: int
     max_images: int
     min_vram_gb: int
     values: dict[str, Any]
+    suited_for_en: str = ""  # the same in English (CLI, English UI)
+    focus_en: str = ""
 
 
 PRESETS: dict[str, Preset] = {
@@ -36,6 +38,8 @@ PRESETS: dict[str, Preset] = {
             title="Fotostudio – Schnellstart",
             suited_for="10–30 Portrait- oder Objektmotive, schnelle Tests",
             focus="Kurzes Training mit 512 px Auflösung und UNet-Feintuning",
+            suited_for_en="10–30 portrait or object pictures, quick tests",
+            focus_en="Short run at 512 px, UNet fine-tuning only",
             min_images=10, max_images=30, min_vram_gb=8,
             values=dict(resolution=512, rank=8, alpha=8.0, learning_rate=1e-4, lr_scheduler="cosine",
                         lr_warmup_steps=50, max_train_steps=800, train_batch_size=1,
@@ -47,6 +51,8 @@ PRESETS: dict[str, Preset] = {
             title="Atelier – Detailtreue",
             suited_for="30–75 stilistisch ähnliche Aufnahmen",
             focus="Mehr Schritte, feinere Lernrate, höhere LoRA-Ranks",
+            suited_for_en="30–75 stylistically similar pictures",
+            focus_en="More steps, a finer learning rate, higher LoRA rank",
             min_images=30, max_images=75, min_vram_gb=12,
             values=dict(resolution=512, rank=32, alpha=32.0, learning_rate=5e-5, lr_scheduler="cosine",
                         lr_warmup_steps=100, max_train_steps=2500, train_batch_size=1,
@@ -59,6 +65,8 @@ PRESETS: dict[str, Preset] = {
             title="Galerie – Feinabstimmung",
             suited_for="75–150 kuratierte Kunstwerke",
             focus="640 px Auflösung, Text-Encoder-Training, benötigt ≥ 16 GB VRAM",
+            suited_for_en="75–150 curated artworks",
+            focus_en="640 px, text-encoder training, needs ≥ 16 GB VRAM",
             min_images=75, max_images=150, min_vram_gb=16,
             values=dict(resolution=640, rank=32, alpha=16.0, learning_rate=5e-5, text_encoder_lr=1e-5,
                         lr_scheduler="cosine_with_restarts", lr_num_cycles=2, lr_warmup_steps=150,
