@@ -240,6 +240,22 @@ async def delete_dataset(request):
     return _json({"deleted": request.match_info["name"]})
 
 
+# --------------------------------------------------------------------------- the live command's inputs
+
+@_handler
+async def builder(request):
+    """What the browser needs besides web/presets.json to build Configure LoRA's command as the server would."""
+    import os
+
+    from .configure import PACK_DIR, _auto_precision
+
+    fp = bridge.folder_paths()
+    names = bridge.checkpoint_names()
+    return _json({"pack_dir": str(PACK_DIR), "input_dir": str(bridge.input_dir()), "output_dir": str(bridge.loras_dir()),
+                  "auto_precision": _auto_precision(), "sep": os.sep,
+                  "checkpoints": {n: fp.get_full_path("checkpoints", n) for n in names} if fp else {}})
+
+
 # --------------------------------------------------------------------------- registration
 
 def _remember_prompt_users():
@@ -270,6 +286,7 @@ def register() -> bool:
     r.post("/lora_studio/jobs/{id}/cancel")(cancel_job)
     r.get("/lora_studio/jobs/{id}/{kind:preview}/{file}")(job_download)
     r.get("/lora_studio/jobs/{id}/{kind:bias_grid|lora|record}")(job_download)
+    r.get("/lora_studio/builder")(builder)
     r.get("/lora_studio/datasets")(list_datasets)
     r.post("/lora_studio/datasets")(upload_dataset)
     r.get("/lora_studio/datasets/{name}")(dataset_info)

@@ -16,6 +16,7 @@ import { api } from "../../scripts/api.js";
 import { addLossPoint, drawLossChart, matchesNode, newLossState, setLossHistory } from "./lora_studio_chart.js";
 import { buildConfigurePanel, copyText, DEFAULT_STRINGS, findPreset, injectStyle } from "./lora_studio_panel.js";
 import { createSidebar, SIDEBAR_CSS } from "./lora_studio_sidebar.js";
+import { buildCommand } from "./lora_studio_command.js";
 
 const TRAIN_NODE = "LoraStudio_TrainLoRA";
 const CONFIGURE_NODE = "LoraStudio_ConfigureLoRA";
@@ -34,6 +35,11 @@ const LANGUAGE_SETTING = "LoraStudio.Language";
 const LANGUAGES = ["auto", "en", "de"];
 const strings = JSON.parse(JSON.stringify(DEFAULT_STRINGS));
 let i18n = null; // everything /i18n serves: {lang: {loraStudio, nodeDefs}}
+const configureRefreshers = new Set(); // every Configure LoRA's live command, redone when a Load Dataset changes
+let builderEnv = null; // the server's folders and checkpoint paths for the live command (GET /lora_studio/builder)
+const builderReady = api.fetchApi("/lora_studio/builder")
+  .then((r) => (r.ok ? r.json() : null)).then((env) => { builderEnv = env; return env; })
+  .catch(() => null);
 const myPrompts = new Set(); // prompts this browser session queued (ComfyUI tells only the session that queued)
 const onStrings = new Set(); // re-render hooks of live panels/charts
 const trainNodes = new Set();
@@ -234,12 +240,26 @@ async function restoreFromJob(node) {
   const slot = node.findInputSlot?.("config");
   const conf = slot >= 0 ? node.getInputNode?.(slot) : null;
   if (conf?.loraStudioPanel && page.summary?.command) {
+    conf.loraStudioJobCommand = page.summary.command;
     conf.loraStudioCommand = page.summary.command;
     conf.loraStudioPanel.setCommand(page.summary.command);
   }
 }
 
 // ------------------------------------------------------------------------------------------ Configure LoRA
+
+/** Load Dataset's values for the Train LoRA this Configure LoRA feeds: the command names dataset and trigger. */
+function datasetInputs(conf) {
+  const graph = conf.graph;
+  for (const linkId of conf.outputs?.[0]?.links ?? []) {
+    const link = graph?.links?.get?.(linkId) ?? graph?.links?.[linkId];
+    const train = link && graph.getNodeById(link.target_id);
+    const slot = train?.findInputSlot?.("dataset") ?? -1;
+    const data = slot >= 0 ? train.getInputNode(slot) : null;
+    if (data?.type === "LoraStudio_LoadDataset") return widgetValues(data);
+  }
+  return {};
+}
 
 function widgetValues(node) {
   const out = {};
@@ -269,13 +289,24 @@ function setupConfigurePanel(node) {
     if (presets === null) { presetsReady.then(refresh); return; }
     const values = widgetValues(node);
     panel.update(findPreset(presets, values.preset), values, presets);
+    if (node.loraStudioJobCommand) return; // after a run: the job's own --job command, until the next edit
+    if (builderEnv === null) { builderReady.then((env) => env && refresh()); return; }
+    const live = buildCommand(presets, builderEnv, values, datasetInputs(node));
+    node.loraStudioLive = live;
+    if (live.command) {
+      node.loraStudioCommand = live.command;
+      panel.setCommand(live.command);
+    }
   };
+  const edited = () => { node.loraStudioJobCommand = null; refresh(); };
+  configureRefreshers.add(edited);
+  chain(node, "onRemoved", () => configureRefreshers.delete(edited));
   const restring = () => { panel.setStrings(strings); refresh(); };
   onStrings.add(restring);
   chain(node, "onRemoved", () => onStrings.delete(restring));
   for (const w of node.widgets ?? []) {
     if (w.serialize === false) continue;
-    chain(w, "callback", refresh); // combo picks, number edits, the extra textarea
+    chain(w, "callback", edited); // combo picks, number edits, the extra textarea
   }
   chain(node, "onConfigure", refresh); // a loaded workflow sets values without callbacks
   chain(node, "onExecuted", (output) => {
@@ -306,15 +337,18 @@ app.registerExtension({
     onChange: () => { if (i18n) loadStrings(); },
   }],
   async setup() {
-    await loadStrings();
     try {
-      app.extensionManager?.registerSidebarTab?.(sidebar.tab);
+      app.extensionManager?.registerSidebarTab?.(sidebar.tab); // first: its strings follow when they arrive
     } catch (e) {
       console.warn("[LoRA Studio] sidebar tab not registered", e);
     }
+    await loadStrings();
   },
   nodeCreated(node) {
     if (node?.type?.startsWith?.("LoraStudio_")) setTimeout(() => translateNode(node), 0);
+    if (node?.type === "LoraStudio_LoadDataset") {
+      for (const w of node.widgets ?? []) chain(w, "callback", () => { for (const f of configureRefreshers) f(); });
+    }
   },
   async afterConfigureGraph() {
     translateAllNodes();

@@ -59,10 +59,16 @@ export function createSidebar({ app, api, strings, onStrings, copyText }) {
     return data;
   }
 
-  async function blobUrl(path) {
-    const r = await api.fetchApi(path); // with the user's header (multi-user): an <img src> would have none
-    if (!r.ok) throw new Error(`HTTP ${r.status}`);
-    return URL.createObjectURL(await r.blob());
+  const blobs = new Map(); // path → object URL: a table refreshed every 2 s fetches each picture once
+  function blobUrl(path, cache = true) {
+    if (cache && blobs.has(path)) return blobs.get(path);
+    const p = api.fetchApi(path).then(async (r) => { // with the user's header (multi-user): an <img src> has none
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      return URL.createObjectURL(await r.blob());
+    });
+    if (cache) p.catch(() => blobs.delete(path));
+    if (cache) blobs.set(path, p);
+    return p;
   }
 
   function img(path, cls, title = "") {
@@ -72,7 +78,7 @@ export function createSidebar({ app, api, strings, onStrings, copyText }) {
   }
 
   async function download(path, name) {
-    const a = el("a", { href: await blobUrl(path), download: name });
+    const a = el("a", { href: await blobUrl(path, false), download: name });
     document.body.append(a);
     a.click();
     a.remove();
@@ -197,16 +203,18 @@ export function createSidebar({ app, api, strings, onStrings, copyText }) {
   }
 
   function jobRow(j) {
-    return el("tr", { className: `ls-job ls-${j.status}`, dataset: { id: j.id, status: j.status }, onclick: () => openJob(j.id) },
-      el("td", {}, el("div", { className: "ls-job-name", textContent: j.name ?? "" }),
-        el("div", { className: "ls-dim", textContent: `${j.preset ?? ""} · ${j.dataset ?? ""} · ${j.base_model ?? ""}` }),
-        el("div", { className: "ls-dim", textContent: (j.created ?? "").replace("T", " ").slice(0, 16) })),
-      el("td", { className: "ls-status-cell" }, el("div", { className: "ls-status", textContent: statusText(j) }),
-        j.final_loss != null ? el("div", { className: "ls-dim", textContent: `${t().loss} ${j.final_loss.toFixed(4)}` }) : null,
-        curve(j.sparkline, 90, 22)),
-      el("td", {}, j.preview ? img(`/lora_studio/jobs/${encodeURIComponent(j.id)}/preview/${encodeURIComponent(j.preview)}`,
-        "ls-preview-thumb", j.preview) : null),
-      el("td", {}, actions(j)));
+    return el("div", { className: `ls-job ls-${j.status}`, dataset: { id: j.id, status: j.status }, onclick: () => openJob(j.id) },
+      el("div", { className: "ls-job-main" },
+        el("div", { className: "ls-job-text" },
+          el("div", { className: "ls-job-name", textContent: j.name ?? "" }),
+          el("div", { className: "ls-status", textContent: statusText(j) }),
+          el("div", { className: "ls-dim", textContent: `${j.preset ?? ""} · ${j.dataset ?? ""} · ${j.base_model ?? ""}` }),
+          el("div", { className: "ls-dim", textContent: `${(j.created ?? "").replace("T", " ").slice(0, 16)}${
+            j.final_loss != null ? ` · ${t().loss} ${j.final_loss.toFixed(4)}` : ""}` }),
+          curve(j.sparkline, 120, 22)),
+        j.preview ? img(`/lora_studio/jobs/${encodeURIComponent(j.id)}/preview/${encodeURIComponent(j.preview)}`,
+          "ls-preview-thumb", j.preview) : null),
+      actions(j));
   }
 
   async function refreshJobs() {
@@ -215,9 +223,12 @@ export function createSidebar({ app, api, strings, onStrings, copyText }) {
     if (!box) return;
     let data;
     try { data = await call("/lora_studio/jobs"); } catch (e) { say(e.message, true); return; }
+    const key = JSON.stringify([data.jobs, strings.sidebar.title, strings.sidebar.cancel]);
+    if (key === state.jobsKey && box.childElementCount) return; // unchanged: keep the DOM (and its pictures)
+    state.jobsKey = key;
     state.jobs = data.jobs;
     box.replaceChildren(data.jobs.length
-      ? el("table", { className: "ls-table" }, el("tbody", {}, ...data.jobs.map(jobRow)))
+      ? el("div", { className: "ls-table" }, ...data.jobs.map(jobRow))
       : el("div", { className: "ls-dim", textContent: t().noJobs }));
   }
 
@@ -233,6 +244,9 @@ export function createSidebar({ app, api, strings, onStrings, copyText }) {
     if (!box) return;
     let page;
     try { page = await call(`/lora_studio/jobs/${encodeURIComponent(state.job)}`); } catch (e) { say(e.message, true); return; }
+    const key = JSON.stringify([page.summary, page.previews, page.bias_grid, strings.sidebar.title]);
+    if (key === state.pageKey && box.childElementCount) return; // unchanged: keep the DOM
+    state.pageKey = key;
     state.page = page;
     const s = page.summary, rec = page.record || {};
     const m = rec.metrics || {};
@@ -314,6 +328,7 @@ export function createSidebar({ app, api, strings, onStrings, copyText }) {
         list ? el("h3", { textContent: t().jobs })
           : el("button", { className: "ls-back", textContent: t().back, onclick: () => { state.view = "list"; render(); } }),
         el("div", { className: list ? "ls-jobs" : "ls-jobpage" }))));
+    state.jobsKey = state.pageKey = null;
     if (list) { renderReport(); refreshDatasets(); }
     refreshJobs();
   }
@@ -354,14 +369,14 @@ export const SIDEBAR_CSS = `
 .lora-studio-sidebar .ls-thumbs { display: flex; flex-wrap: wrap; gap: 6px; }
 .lora-studio-sidebar .ls-flag { margin: 0; width: 110px; font-size: 10px; }
 .lora-studio-sidebar .ls-thumb, .lora-studio-sidebar .ls-preview { width: 96px; height: 96px; object-fit: cover; border-radius: 4px; background: #333; }
-.lora-studio-sidebar .ls-preview-thumb { width: 48px; height: 48px; object-fit: cover; border-radius: 4px; }
+.lora-studio-sidebar .ls-preview-thumb { width: 64px; height: 64px; object-fit: cover; border-radius: 4px; }
 .lora-studio-sidebar .ls-bias-grid { max-width: 100%; border-radius: 4px; }
 .lora-studio-sidebar .ls-ds { display: flex; gap: 6px; align-items: center; padding: 2px 0; border-bottom: 1px solid var(--border-color, #333); }
 .lora-studio-sidebar .ls-ds-name { font-weight: 600; flex: 0 0 auto; }
 .lora-studio-sidebar .ls-ds .ls-dim { flex: 1; }
-.lora-studio-sidebar .ls-table { width: 100%; border-collapse: collapse; }
-.lora-studio-sidebar .ls-table td { vertical-align: top; padding: 4px 3px; border-bottom: 1px solid var(--border-color, #333); }
-.lora-studio-sidebar .ls-job { cursor: pointer; }
+.lora-studio-sidebar .ls-job { cursor: pointer; padding: 5px 2px; border-bottom: 1px solid var(--border-color, #333); }
+.lora-studio-sidebar .ls-job-main { display: flex; gap: 6px; align-items: flex-start; }
+.lora-studio-sidebar .ls-job-text { flex: 1; min-width: 0; overflow: hidden; }
 .lora-studio-sidebar .ls-job:hover { background: rgba(255,255,255,0.04); }
 .lora-studio-sidebar .ls-job-name { font-weight: 600; }
 .lora-studio-sidebar .ls-running .ls-status { color: #64b5f6; }

@@ -354,13 +354,17 @@ def test_example_workflows_open_unchanged_and_show_our_widgets(ui: Page):
         setWidget(conf, 'preset', 'Fotostudio – Schnellstart');
         setWidget(conf, 'rank', 0);
         const saved = app.graph.serialize().nodes.find((n) => n.id === conf.id).widgets_values;
+        await new Promise((r) => setTimeout(r, 300));
         return {chart: Array.isArray(train.lossPoints), canvas: !!train.loraStudioChart?.canvas?.isConnected,
-                before, after, overridden, copyDisabled: panel.copyButton.disabled, saved};
+                before, after, overridden, copyDisabled: panel.copyButton.disabled, saved,
+                live: conf.loraStudioCommand ?? null, shown: panel.commandArea.value};
     """)
     assert state["chart"] and state["canvas"], "Train LoRA has no loss chart"
     assert state["before"] == "Fotostudio – Schnellstart" and state["after"] == "Atelier – Detailtreue", state
     assert state["overridden"] == ["rank"], state
-    assert state["copyDisabled"], "nothing to copy before the node ran"
+    # before any run: the live command, built in the browser, with the dataset and the trigger token
+    assert not state["copyDisabled"] and state["live"] and state["shown"] == state["live"], state
+    assert "--trigger wcfox" in state["live"] and "watercolor_fox" in state["live"], state["live"]
     wf = json.loads((WORKFLOWS / "train_from_folder.json").read_text(encoding="utf-8"))
     want = next(n for n in wf["nodes"] if n["type"] == "LoraStudio_ConfigureLoRA")["widgets_values"]
     assert state["saved"] == want, "our DOM widgets must not add widgets_values"
@@ -418,7 +422,8 @@ def test_training_run_fills_the_loss_chart_and_copies_the_command(ui: Page, comf
     ui.screenshot(ARTIFACTS / "training_run.png")
     assert run["command"], ("Configure LoRA's command did not reach the browser: the node must return "
                             "{'ui': {'command': [command]}, 'result': (config, command)} (nodes/configure.py)")
-    assert "accelerate launch -m trainer train" in run["command"] and "--preset fotostudio" in run["command"]
+    # after the run: the job's own command (its record), not the live one
+    assert run["command"].startswith("accelerate launch -m trainer train --job "), run["command"]
     assert run["shown"] == run["command"]
     # the README's picture is refreshed only when asked (LORA_STUDIO_UPDATE_SCREENSHOT=1): tests leave the tree clean
     ui.screenshot(ARTIFACTS / "training_run.png", README_SHOT if os.environ.get("LORA_STUDIO_UPDATE_SCREENSHOT") else None)

@@ -97,11 +97,10 @@ def _zip_path(tmp: Path) -> Path:
 
 
 def open_sidebar(p) -> None:
-    p.js("""
+    p.wait_for("""
         const b = document.querySelector('.lora-studio-tab-button, [data-testid="lora-studio-tab-button"]');
-        if (!b) throw new Error('no LoRA Studio button in the sidebar');
-        if (!document.querySelector('.lora-studio-sidebar')) b.click();
-        return true;""")
+        if (b && !document.querySelector('.lora-studio-sidebar')) b.click();
+        return !!b;""", 60, "the LoRA Studio button in the sidebar")
     p.wait_for("return !!document.querySelector('.lora-studio-sidebar .ls-jobs, .lora-studio-sidebar .ls-jobpage')",
                30, "the LoRA Studio sidebar")
 
@@ -133,7 +132,16 @@ def queue_training(p, dataset: str, name: str, ckpt: str = "sd15_random.safetens
 
 
 def rows(p) -> list[dict]:
-    return p.js("""return [...document.querySelectorAll('.lora-studio-sidebar .ls-job')].map((r) => ({
+    """The job table as the user sees it; [] while the page is too busy to answer (a CPU training run)."""
+    try:
+        return _rows(p)
+    except Exception as e:  # noqa: BLE001 — CDP timeouts under load; the loop asks again
+        print(f"[rows] {type(e).__name__}: {e}")
+        return []
+
+
+def _rows(p) -> list[dict]:
+    return p.js(timeout=60, body="""return [...document.querySelectorAll('.lora-studio-sidebar .ls-job')].map((r) => ({
         id: r.dataset.id, status: r.dataset.status, text: r.querySelector('.ls-status').textContent,
         name: r.querySelector('.ls-job-name').textContent,
         spark: r.querySelectorAll('.ls-spark polyline').length,
