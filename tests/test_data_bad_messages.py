@@ -119,6 +119,19 @@ def _report(root, trigger=""):
         return e.report
 
 
+def test_cli_check_prints_each_finding_once(area):
+    """`lora-studio check <folder>`: the report of a dataset with every kind of bad input, each line once."""
+    root = _bad_dataset(area)
+    report = _report(root)
+    before = snapshot(area)
+    r = _cli("check", str(root), "--resolution", "64", cwd=area)
+    assert r.returncode == 0, r.stdout + r.stderr
+    _each_once(r.stdout + r.stderr, report)
+    for code in (F.UNREADABLE_IMAGE, F.CAPTION_ENCODING, F.UNSAFE_PATH):
+        assert f"[{code}]" in r.stdout
+    assert snapshot(area) == before
+
+
 def test_cli_prints_each_blocking_problem_once(area):
     root = area / "input" / "ds"
     root.mkdir()

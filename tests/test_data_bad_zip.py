@@ -145,3 +145,20 @@ def test_cli_with_a_zip_as_dataset_explains_and_writes_nothing(area, capsys):
     out = capsys.readouterr()
     assert "is not a folder" in out.err and "ZIP import" in out.err and "Traceback" not in out.out + out.err
     assert snapshot(area) == before
+
+
+@pytest.mark.parametrize("kind", ["small_entries", "overlapping", "lying_header"])
+def test_cli_import_refuses_each_bomb_and_writes_nothing(area, capsys, kind):
+    """`lora-studio import` (python -m trainer import) goes through the same limits."""
+    z = area / "upload.zip"
+    if kind == "small_entries":
+        zeros_zip(z, [f"images/{i:04d}.png" for i in range(300)], MIB - 1)
+    elif kind == "overlapping":
+        overlapping_zip(z, [f"images/{i:04d}.png" for i in range(50)], b"\x00" * (MIB - 1))
+    else:
+        lie_about_sizes(zip_of(_dataset(area), z, compression=zipfile.ZIP_STORED), 1000 * MIB)
+    before = snapshot(area)
+    assert main(["import", str(z), "--dest", str(area / "input")]) == 2
+    out = capsys.readouterr()
+    assert "Nothing was extracted" in out.err and "Traceback" not in out.out + out.err
+    assert snapshot(area) == before
