@@ -183,6 +183,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                                                  cfg.text_encoder_target_modules)
             for w in record["warnings"]:
                 cb.message(f"warning: {w}")
+            record["memory"] = _memory_check(cfg, bm.family, acc.device, cb)
             fp = checkpoint.fingerprint(cfg, record["base_model"]["sha256"], record["dataset"]["sha256"])
             resume = checkpoint.resolve_resume(cfg, fp)
             if latent_cache is None:
@@ -290,6 +291,26 @@ def output_folder_problems(cfg: TrainConfig, write_lora: bool = True) -> list[Pr
         if why:
             out.append(Problem(name, getattr(cfg, name), "a folder this user can write to (made if missing)",
                                f"{why}: choose another folder"))
+    return out
+
+
+def _memory_check(cfg: TrainConfig, family: str, device: torch.device, cb: Callbacks) -> dict:
+    """The run's estimated peak GPU memory against what is free now; says what to change if it will not fit."""
+    from .memory import estimate_peak, fit_advice
+
+    est = estimate_peak(family, cfg.resolution, cfg.train_batch_size, cfg.mixed_precision,
+                        cfg.gradient_checkpointing, cfg.train_text_encoder)
+    out = {"estimated_peak_gb": round(est.gb, 2), "basis": est.basis}
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        out.update(free_gb=round(free / 1e9, 2), total_gb=round(total / 1e9, 2))
+        advice = fit_advice(est, free / 1e9, batch=cfg.train_batch_size, checkpointing=cfg.gradient_checkpointing,
+                            resolution=cfg.resolution, train_text_encoder=cfg.train_text_encoder)
+        if advice:
+            out["advice"] = advice
+            cb.message(f"warning: {advice}")
+        else:
+            cb.message(f"GPU memory: this run needs ~{est.gb:.1f} GB ({est.basis}), {free / 1e9:.1f} GB are free")
     return out
 
 

@@ -78,6 +78,19 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def preset_peaks(key: str) -> dict[str, str]:
+    """Each family's estimated peak GPU memory for the preset's values (trainer.memory; says whether measured)."""
+    from .memory import estimate_peak
+
+    v = dict(TrainConfig().to_dict(), **get_preset(key).values)
+    out = {}
+    for family, res in (("sd15", v["resolution"]), ("sdxl", max(1024, v["resolution"]))):
+        e = estimate_peak(family, res, v["train_batch_size"], "bf16", v["gradient_checkpointing"],
+                          v["train_text_encoder"])
+        out[family] = f"~{e.gb:.1f} GB at {res} px, bf16 ({e.basis})"
+    return out
+
+
 def get_preset(key: str) -> Preset:
     k = (key or "").strip().lower()
     for p in PRESETS.values():  # accept the guide's titles too ("Atelier – Detailtreue")
