@@ -247,11 +247,14 @@ async def builder(request):
     """What the browser needs besides web/presets.json to build Configure LoRA's command as the server would."""
     import os
 
-    from .configure import PACK_DIR, _auto_precision
+    from ..trainer.commands import cli_argv
+    from .configure import _auto_precision
 
     fp = bridge.folder_paths()
     names = bridge.checkpoint_names()
-    return _json({"pack_dir": str(PACK_DIR), "input_dir": str(bridge.input_dir()), "output_dir": str(bridge.loras_dir()),
+    cli, cwd = cli_argv()  # the same start the server prints in its own commands
+    return _json({"cli": cli, "cwd": str(cwd) if cwd else None, "input_dir": str(bridge.input_dir()),
+                  "output_dir": str(bridge.loras_dir()),
                   "auto_precision": _auto_precision(), "sep": os.sep,
                   "checkpoints": {n: fp.get_full_path("checkpoints", n) for n in names} if fp else {}})
 

@@ -42,17 +42,18 @@ def _js_commands(env: dict) -> list[dict]:
     return json.loads(r.stdout)
 
 
-def _cli_config(command: str, pack_dir: str):
+def _cli_config(command: str, env: dict):
     cd, rest = command.split(" && ", 1)
-    assert shlex.split(cd) == ["cd", pack_dir]
+    assert shlex.split(cd) == ["cd", env["cwd"]]
     argv = shlex.split(rest)
-    assert argv[:5] == ["accelerate", "launch", "-m", "trainer", "train"]
+    n = len(env["cli"]) + 1
+    assert argv[:n] == env["cli"] + ["train"], argv
     ap = argparse.ArgumentParser()
     for flag in ("--preset", "--name", "--base-model", "--dataset", "--output-dir", "--jobs-dir", "--trigger", "--job"):
         ap.add_argument(flag)
     ap.add_argument("--set", action="append")
     ap.add_argument("--demo", action="store_true")
-    return build_config(ap.parse_args(argv[5:])).to_dict()
+    return build_config(ap.parse_args(argv[n:])).to_dict()
 
 
 def test_the_browsers_command_runs_the_nodes_job(tmp_path, monkeypatch):
@@ -64,13 +65,19 @@ def test_the_browsers_command_runs_the_nodes_job(tmp_path, monkeypatch):
     monkeypatch.setattr(configure, "checkpoint_path", lambda name: str(ckpt))
     monkeypatch.setattr(configure, "loras_dir", lambda: tmp_path / "loras")
     monkeypatch.setattr(configure, "_auto_precision", lambda: "no")
-    env = {"pack_dir": str(REPO), "input_dir": str(tmp_path / "in put"), "output_dir": str(tmp_path / "loras"),
+    from trainer.commands import cli_argv
+
+    cli, cwd = cli_argv()
+    env = {"cli": cli, "cwd": str(cwd), "input_dir": str(tmp_path / "in put"), "output_dir": str(tmp_path / "loras"),
            "auto_precision": "no", "checkpoints": {"v1-5.safetensors": str(ckpt)}, "sep": "/"}
     for kw, js in zip(CASES, _js_commands(env)):
         assert js["error"] is None, js
         server = configure.make_config(dict(kw, ckpt_name="v1-5.safetensors")).to_dict()
         server.update(dataset=env["input_dir"] + "/" + DATA["dataset"], trigger_token=DATA["trigger_token"])
-        pasted = _cli_config(js["command"], str(REPO))
-        diff = {k: (server[k], pasted[k]) for k in server if server[k] != pasted[k]}
+        pasted = _cli_config(js["command"], env)
+        # the CLI makes relative folders absolute in the folder the command cd's into: the same folder
+        same = {k for k in server if isinstance(server[k], str) and server[k] and not Path(server[k]).is_absolute()
+                and pasted[k] == str(Path(env["cwd"]) / server[k])}
+        diff = {k: (server[k], pasted[k]) for k in server if server[k] != pasted[k] and k not in same}
         assert diff == {}, (kw, js["command"], diff)
         assert pasted["trigger_token"] == "1234" and isinstance(pasted["trigger_token"], str)

@@ -30,7 +30,7 @@ const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
 /**
  * widgets: Configure LoRA's values by name; data: Load Dataset's {dataset, trigger_token, placeholder};
- * env: the server's {pack_dir, input_dir, output_dir, auto_precision, checkpoints: {name: path}}.
+ * env: the server's {cli, cwd, input_dir, output_dir, auto_precision, checkpoints: {name: path}}.
  * Returns {command, argv, config, error}. The --set values are written the way the CLI reads them back:
  * text fields as typed, everything else as JSON.
  */
@@ -48,7 +48,8 @@ export function buildCommand(table, env, widgets, data = {}) {
   const sep = env.sep || "/";
   const datasetPath = data.dataset ? `${env.input_dir}${sep}${data.dataset}` : "";
   if (data.placeholder != null) config.placeholder = data.placeholder;
-  const argv = ["accelerate", "launch", "-m", "trainer", "train", "--preset", preset.key, "--name", config.name,
+  // how the CLI starts on that server (trainer.commands.cli_argv): `python -m trainer` in the pack, or `lora-studio`
+  const argv = [...(env.cli ?? ["python", "-m", "trainer"]), "train", "--preset", preset.key, "--name", config.name,
     "--base-model", env.checkpoints?.[widgets.ckpt_name] ?? widgets.ckpt_name ?? ""];
   if (datasetPath) argv.push("--dataset", datasetPath);
   if (data.trigger_token) argv.push("--trigger", data.trigger_token);
@@ -59,6 +60,7 @@ export function buildCommand(table, env, widgets, data = {}) {
     const text = table.fields?.[k]?.type === "str" && typeof v === "string" ? v : JSON.stringify(v);
     argv.push("--set", `${k}=${text}`);
   }
-  const command = `cd ${shellQuote(env.pack_dir)} && ${argv.map(shellQuote).join(" ")}`;
+  const line = argv.map(shellQuote).join(" ");
+  const command = env.cwd ? `cd ${shellQuote(env.cwd)} && ${line}` : line;
   return { command, argv, config, error: extraError };
 }

@@ -423,7 +423,7 @@ def test_training_run_fills_the_loss_chart_and_copies_the_command(ui: Page, comf
     assert run["command"], ("Configure LoRA's command did not reach the browser: the node must return "
                             "{'ui': {'command': [command]}, 'result': (config, command)} (nodes/configure.py)")
     # after the run: the job's own command (its record), not the live one
-    assert run["command"].startswith("accelerate launch -m trainer train --job "), run["command"]
+    assert " train --job " in run["command"], run["command"]
     assert run["shown"] == run["command"]
     # the README's picture is refreshed only when asked (LORA_STUDIO_UPDATE_SCREENSHOT=1): tests leave the tree clean
     ui.screenshot(ARTIFACTS / "training_run.png", README_SHOT if os.environ.get("LORA_STUDIO_UPDATE_SCREENSHOT") else None)

@@ -200,7 +200,7 @@ def test_upload_train_watch_and_variant_in_the_sidebar(page, studio, tmp_path, s
               differs: [...j.querySelectorAll('.ls-differs td:first-child')].map((t) => t.textContent),
               report: j.querySelector('.ls-report-text').textContent};""", 60, "the job page")
     assert jp["previews"] >= 1 and jp["loss"] == 1 and jp["lr"] == 1, jp
-    assert jp["command"].startswith("accelerate launch -m trainer train --job "), jp
+    assert " train --job " in jp["command"], jp
     assert "resolution" in jp["differs"] and "max_train_steps" in jp["differs"], jp
     assert "LOW_RESOLUTION" in jp["report"], jp["report"][:300]
     p.screenshot(*_shots("job_page", tag))

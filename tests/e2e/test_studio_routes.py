@@ -187,7 +187,7 @@ def test_run_shows_in_the_table_and_its_events_reach_only_the_session_that_queue
         rec = page["record"]
         assert rec["prompt_id"] == pid and rec["client_id"] == mine.client_id and rec["user"] == "default"
         assert page["previews"] and page["differs"]["resolution"] == {"value": 64, "preset": 512}
-        assert rec["command"].startswith("accelerate launch -m trainer train --job ")
+        assert " train --job " in rec["command"]
         img = comfy_server.get(f"/lora_studio/jobs/{row['id']}/preview/{page['previews'][0]}")
         assert img.status_code == 200 and img.content[:4] == b"\x89PNG"
         lora = comfy_server.get(f"/lora_studio/jobs/{row['id']}/lora")
