@@ -141,6 +141,7 @@ def test_a_second_signal_stops_at_once_and_says_so(tmp_path, tiny_sd15):
     proc = _start(job)
     _wait_for(proc, f"step 2/{STEPS}")
     proc.send_signal(signal.SIGINT)
+    time.sleep(1.5)  # a second press, not the same Ctrl-C delivered twice
     proc.send_signal(signal.SIGINT)
     rc, out, err = _finish(proc)
     assert rc == 130, (out, err)
@@ -150,3 +151,50 @@ def test_a_second_signal_stops_at_once_and_says_so(tmp_path, tiny_sd15):
     assert record["status"] in ("interrupted", "cancelled")  # the 2nd signal may land after the 1st was handled
     for ck in (tmp_path / "d").rglob("step-*"):  # whatever checkpoint exists is whole
         assert (ck / "state.json").is_file()
+
+
+def test_a_repeat_within_a_second_is_the_same_request_a_later_one_stops_at_once(monkeypatch):
+    import trainer.interrupt as intr
+
+    now = {"t": 100.0}
+    monkeypatch.setattr(intr.time, "monotonic", lambda: now["t"])
+    with intr.StopOnSignal() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested() and stop.exit_code == 143
+        now["t"] += 0.2
+        os.kill(os.getpid(), signal.SIGINT)  # accelerate's launcher forwarding the same stop: ignored
+        assert stop.requested()
+        now["t"] += 2.0
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_accelerate_launch_stops_every_process_at_the_same_step(tmp_path, tiny_sd15):
+    """Ctrl-C reaches the whole process group (the launcher and both workers); the launcher then also sends
+    SIGTERM. Every worker must stop at the same micro-batch, or one waits forever in the gradient all-reduce."""
+    import shutil
+
+    from conftest import SAMPLE
+
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    if shutil.which("accelerate", path=os.path.dirname(sys.executable)) is None:
+        pytest.skip("the accelerate command is not installed beside this Python")
+    job = _job(tmp_path, tiny_sd15, SAMPLE, "m", train_batch_size=1)
+    proc = subprocess.Popen([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                             "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trainer", "train", "--job",
+                             str(job)], cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        _wait_for(proc, f"step 2/{STEPS}", timeout=400)
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    [record] = _records(tmp_path / "m")
+    assert record["status"] == "cancelled", (record.get("message"), err[-2000:])
+    step = json.loads(open(os.path.join(record["checkpoint"], "state.json")).read())["step"]
+    assert 2 <= step < STEPS
+    assert not (tmp_path / "m" / "loras").exists()

@@ -4,16 +4,20 @@ The first SIGINT/SIGTERM only sets a flag that the training loop polls before ev
 (`Callbacks.should_stop`), so the loop stops within one step and writes a checkpoint, exactly as
 ComfyUI's Cancel does. A second signal means "now": the default behaviour comes back and a
 KeyboardInterrupt is raised at once. A cloud VM being stopped sends SIGTERM first, which is why
-both signals are handled the same way.
+both signals are handled the same way. A second signal within REPEAT_S of the first is the same
+request arriving twice (Ctrl-C reaches every process of the group, and accelerate's launcher then
+also sends SIGTERM to its workers), not a person pressing again.
 """
 from __future__ import annotations
 
 import logging
 import signal
 import threading
+import time
 
 log = logging.getLogger("lora_studio.interrupt")
 
+REPEAT_S = 1.0
 SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s is not None)
 
 
@@ -22,6 +26,7 @@ class StopOnSignal:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._first = 0.0
         self._previous: dict[int, object] = {}
 
     def requested(self) -> bool:
@@ -33,10 +38,12 @@ class StopOnSignal:
         return 128 + (self.signum or signal.SIGINT)
 
     def _handle(self, signum, _frame) -> None:
-        if self.signum is not None:  # the second signal: stop now, without a checkpoint
-            self._restore()
+        if self.signum is not None:
+            if time.monotonic() - self._first < REPEAT_S:
+                return  # the same request, delivered twice
+            self._restore()  # a second request: stop now, without a checkpoint
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum, self._first = signum, time.monotonic()
         log.warning("%s received: stopping after the current step and writing a checkpoint "
                     "(press Ctrl-C again to stop at once, without one)", signal.Signals(signum).name)
 

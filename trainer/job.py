@@ -7,6 +7,7 @@ globally (grad mode, RNG, accelerate's state, device memory) is restored in `fin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import json
@@ -193,7 +194,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
             if acc.is_main_process:  # created only now: a bad dataset or model leaves no empty event file
                 trackers = TrackerGroup(make_trackers(cfg.report_to, job_dir, job_id, cfg.to_dict()))
                 cb = _with_trackers(cb, trackers)
-            trainer = Trainer(cfg, bm, items, acc, cb, prior_items=prior_items,
+            trainer = Trainer(cfg, bm, items, acc, _stop_together(cb, acc), prior_items=prior_items,
                               checkpointer=_checkpointer(cfg, acc, fp, job_id, lambda: trainer, saved, cb),
                               previewer=_previewer(cfg, bm, ds, acc, cb, job_dir, lambda: trainer)
                               if cfg.preview_every >= 0 else None)
@@ -347,6 +348,21 @@ def _encode(cfg: TrainConfig, bm: BaseModel, ds: Dataset, acc, cb: Callbacks, la
         for te in bm.text_encoders:
             te.to("cpu")
     return items, prior_items
+
+
+def _stop_together(cb: Callbacks, acc) -> Callbacks:
+    """With several processes (accelerate launch), Ctrl-C/SIGTERM reach each one at a slightly different moment.
+    The loop polls before every micro-batch on every process alike, so the flags are summed there: all stop at
+    the same micro-batch, or the ones going on would wait forever in the next gradient all-reduce."""
+    if acc.num_processes <= 1 or cb.should_stop is None:
+        return cb
+    local = cb.should_stop
+
+    def should_stop() -> bool:
+        flag = torch.tensor([1.0 if local() else 0.0], device=acc.device)
+        return bool(acc.reduce(flag, reduction="sum").item() > 0)
+
+    return dataclasses.replace(cb, should_stop=should_stop)
 
 
 def _with_trackers(cb: Callbacks, trackers) -> Callbacks:
