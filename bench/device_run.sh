@@ -2,7 +2,8 @@
 # The benchmark on one GPU machine, in one call (see bench/README.md, "GPU run"):
 #   carry: .whl (py3.12 wheels: diffusers, datasets, dill, multiprocess[, pyarrow]) and the folder with the
 #   guide's scripts (.bench_anchor/ or bench/.anchor/, made by run_benchmark.py --export-anchor).
-# Writes under $OUT: env.txt, results_sd15.json, results_sdxl.json, log_sd15.txt, log_sdxl.txt, runlogs.txt.
+# Writes under $OUT: env.txt, results_sd15.json, results_sdxl.json, log_sd15.txt, log_sdxl.txt, ops.json, log_ops.txt,
+# runlogs.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/bench-out}
@@ -49,6 +50,15 @@ run() {  # name, configs, steps, warm-up steps
 DEVICE=${BENCH_DEVICE:-cuda}
 run sd15 "${BENCH_SD15_CONFIGS:-sd15-512-b1,sd15-512-b4}" "${BENCH_SD15_STEPS:-40}" "${BENCH_WARMUP:-10}"
 run sdxl "${BENCH_SDXL_CONFIGS:-sdxl-1024-b1-gc}" "${BENCH_SDXL_STEPS:-30}" "${BENCH_WARMUP:-10}"
+# What one step dispatches on the GPU itself (cross-device copies and syncs are real there): full SD1.5 @64 px
+left=$((BUDGET - SECONDS))
+if [ "$left" -ge 90 ]; then
+  timeout --signal=INT "$left" python3 bench/run_benchmark.py --ops "${ANCHOR_ARGS[@]}" --device "$DEVICE" \
+    --configs "${BENCH_OPS_CONFIGS:-sd15-64-b1}" --ops-sides "${BENCH_OPS_SIDES:-ours,script}" --work-dir "$W" \
+    --out "$OUT/ops.json" 2>&1 | tee "$OUT/log_ops.txt"
+else
+  echo "skipping --ops: only ${left}s left" | tee -a "$OUT/env.txt"
+fi
 for f in "$W"/runs/*/log.txt; do
   [ -f "$f" ] && { echo "=== $f"; tail -n 40 "$f"; }
 done > "$OUT/runlogs.txt" 2>&1
