@@ -236,4 +236,7 @@ def confined(data: dict) -> dict:
     """A config dict with its user-set folders confined; `jobs_dir` must already be the server's own."""
     from ..trainer.data.safety import confine_config_paths
 
-    return confine_config_paths(data, read_roots(), Path(data.get("jobs_dir") or studio_dir("jobs")) / "checkpoints")
+    fp = folder_paths()
+    models = [Path(p) for p in fp.get_folder_paths("checkpoints")] if fp else None  # without ComfyUI: not checked
+    return confine_config_paths(data, read_roots(), Path(data.get("jobs_dir") or studio_dir("jobs")) / "checkpoints",
+                                dataset_roots=allowed_roots(), model_roots=models)

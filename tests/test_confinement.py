@@ -87,11 +87,9 @@ def test_train_lora_refuses_a_folder_outside_before_anything_runs(area, nodes, f
 @pytest.mark.parametrize("field,value", [("class_data_dir", "classes"), ("tokenizer_dir", "{area}/models/tok"),
                                          ("resume_from", "latest"), ("resume_from", "auto"),
                                          ("resume_from", "{area}/output/lora_studio/jobs/checkpoints/x/step-000002")])
-def test_folders_inside_the_roots_are_accepted_and_resolved(area, nodes, monkeypatch, field, value):
-    bridge = importlib.import_module("lora_studio_pack.nodes.comfy_bridge")
-    monkeypatch.setattr(bridge, "folder_paths", lambda: SimpleNamespace(models_dir=str(area / "models")))
+def test_folders_inside_the_roots_are_accepted_and_resolved(area, comfy_folders, field, value):
     value = value.replace("{area}", str(area))
-    cfg = nodes.ConfigureLoRA().configure(**_extra(**{field: value}))["result"][0]
+    cfg = comfy_folders.ConfigureLoRA().configure(**_extra(**{field: value}))["result"][0]
     expected = {"classes": str(area / "input" / "classes")}.get(value, value)
     assert cfg[field] == expected
 
@@ -137,3 +135,41 @@ def test_cli_output_in_a_system_place_is_refused(area, tiny_sd15, capsys, flag, 
     out = capsys.readouterr()
     assert ("root of the file system" in out.err or "system folder" in out.err) and "Traceback" not in out.err
     assert snapshot(area) == before
+
+
+@pytest.fixture
+def comfy_folders(area, nodes, monkeypatch):
+    """ComfyUI's folder_paths as far as the confinement asks: the models folder and the checkpoint folders."""
+    bridge = importlib.import_module("lora_studio_pack.nodes.comfy_bridge")
+    fp = SimpleNamespace(models_dir=str(area / "models"), get_folder_paths=lambda kind: [str(area / "models")],
+                         get_output_directory=lambda: str(area / "output"))
+    monkeypatch.setattr(bridge, "folder_paths", lambda: fp)
+    return nodes
+
+
+@pytest.mark.parametrize("dataset,base,named", [
+    ("{area}/outside", None, "dataset"),  # a dataset dict sent to the API as a literal, never loaded by the node
+    ("{area}/input/../outside", None, "dataset"),
+    (None, "{area}/outside/secret.safetensors", "base_model"),  # a config dict literal naming anyone's model
+    (None, "{area}/models/../outside/x.safetensors", "base_model"),
+])
+def test_train_lora_refuses_a_dataset_or_model_sent_around_the_nodes(area, comfy_folders, dataset, base, named):
+    root = caption_dataset(area / "input" / "ds", n=1)
+    config = TrainConfig().to_dict()
+    if base:
+        config["base_model"] = base.replace("{area}", str(area))
+    ds = {"root": dataset.replace("{area}", str(area)) if dataset else str(root), "trigger_token": "",
+          "placeholder": "<my_token>"}
+    before = snapshot(area)
+    with pytest.raises(Exception) as e:
+        comfy_folders.TrainLoRA().train(ds, config)
+    assert type(e.value).__name__ == "ConfigError" and f"{named} = " in str(e.value), str(e.value)
+    assert snapshot(area) == before
+
+
+def test_a_checkpoint_linked_into_the_models_folder_is_accepted(area, comfy_folders):
+    """Operators link checkpoints in from other disks: the path counts, not where the link leads."""
+    (area / "models" / "linked.safetensors").symlink_to(area / "outside" / "secret.png")
+    out = confine_config_paths({"base_model": str(area / "models" / "linked.safetensors")}, [], area / "c",
+                               model_roots=[area / "models"])
+    assert out["base_model"] == str(area / "models" / "linked.safetensors")

@@ -102,13 +102,28 @@ READ_FOLDER_FIELDS = ("class_data_dir", "tokenizer_dir", "model_config_dir")
 RESUME_WORDS = ("", "auto", "latest")
 
 
-def confine_config_paths(data: dict, read_roots: list[Path], checkpoints_root: Path) -> dict:
+def confine_config_paths(data: dict, read_roots: list[Path], checkpoints_root: Path, *,
+                         dataset_roots: list[Path] | None = None, model_roots: list[Path] | None = None) -> dict:
     """A copy of a config dict whose user-set folders are resolved inside their roots.
 
     `read_roots`: where class pictures, tokenizer files and model configs may come from (ComfyUI: the input
     folder, its models folder and LORA_STUDIO_ALLOWED_ROOTS); `checkpoints_root`: the only place `resume_from`
-    may name. Empty fields stay empty (the run's defaults apply). Raises ConfigError naming every field."""
+    may name; `dataset_roots` / `model_roots` (when given): where `dataset` and `base_model` must lie — a
+    config or dataset sent straight to the API as a literal never passed Load Dataset or Configure LoRA.
+    Empty fields stay empty (the run's defaults apply). Raises ConfigError naming every field."""
     out, problems = dict(data), []
+    for name, roots, allowed, fix in (
+            ("dataset", dataset_roots, "a dataset folder inside", "load it with Load Dataset from ComfyUI's input folder"),
+            ("base_model", model_roots, "a checkpoint inside", "pick it in Configure LoRA's list of checkpoints")):
+        value = out.get(name)
+        if roots is None or not isinstance(value, str) or not value.strip():
+            continue
+        try:
+            out[name] = str(confine(value, roots) if name == "dataset" else _lexically_inside(value, roots))
+        except DatasetError:
+            extra = env_allowed_roots() if name == "dataset" else []
+            problems.append(Problem(name, shown(value), f"{allowed} {', '.join(str(r) for r in [*roots, *extra])}",
+                                    fix))
     for name in READ_FOLDER_FIELDS:
         value = out.get(name)
         if not isinstance(value, str) or not value.strip():
@@ -130,6 +145,18 @@ def confine_config_paths(data: dict, read_roots: list[Path], checkpoints_root: P
     if problems:
         raise ConfigError(problems)
     return out
+
+
+def _lexically_inside(value: str, roots: list[Path]) -> Path:
+    """`value` (relative: inside the first root) below one of `roots` by its path alone. Symlinks are not
+    resolved: operators link checkpoints in from other disks, and a browser user cannot make links."""
+    p = Path(value).expanduser()
+    p = Path(os.path.normpath(p if p.is_absolute() else roots[0] / p))
+    for r in roots:
+        r = Path(os.path.normpath(Path(r).expanduser().absolute()))
+        if p == r or r in p.parents:
+            return p
+    raise DatasetError(f"'{value}' is outside {', '.join(map(str, roots))}")
 
 
 # The file system's root and the operating system's own folders never hold a LoRA, a record or a cache:
