@@ -299,3 +299,14 @@ def test_outputs_honour_the_umask(tmp_path, umask, mode):
     for p in (path, cfg_path, record, ck / "adapter.safetensors"):
         assert (p.stat().st_mode & 0o777) == mode, (p, oct(p.stat().st_mode))
     assert (ck.stat().st_mode & 0o777) == (0o777 & ~umask)
+
+
+def test_jobs_list_shows_a_dead_runs_record_as_interrupted(tmp_path, dead_pid, capsys):
+    p = tmp_path / "jobs" / "gone.json"
+    p.parent.mkdir()
+    p.write_text(json.dumps({"id": "gone", "status": "running", "config": {"name": "x"},
+                             "process": {"pid": dead_pid, "host": socket.gethostname()}}))
+    assert main(["jobs", "--jobs-dir", str(tmp_path / "jobs")]) == 0
+    assert "gone  interrupted" in capsys.readouterr().out
+    assert main(["jobs", "show", "gone", "--jobs-dir", str(tmp_path / "jobs")]) == 0
+    assert "(interrupted)" in capsys.readouterr().out

@@ -308,6 +308,8 @@ def _records(folder: Path) -> list[tuple[Path, dict]]:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
+    from .runstate import record_status  # "interrupted", not "running", when the run's process is gone
+
     folder = Path(args.jobs_dir or DEFAULT_JOBS_DIR).expanduser()
     if args.action == "show":
         if not args.job:
@@ -321,14 +323,16 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         m = rec.get("metrics") or {}
         loss = f"loss {m['eval_loss_before']:.4f} -> {m['eval_loss_after']:.4f}" if "eval_loss_after" in m else ""
         steps = f"{m.get('steps', '?')}/{rec['config'].get('max_train_steps', '?')} steps" if m else ""
-        print(f"{rec['id']}  {rec.get('status', '?'):9s}  {steps:14s}  {loss}")
+        print(f"{rec['id']}  {record_status(rec):11s}  {steps:14s}  {loss}")
     return 0
 
 
 def _show_job(path: Path) -> int:
+    from .runstate import record_status
+
     rec = json.loads(path.read_text(encoding="utf-8"))
     c, m, b = rec.get("config", {}), rec.get("metrics") or {}, rec.get("base_model") or {}
-    lines = [f"job       {rec.get('id')}  ({rec.get('status')})", f"record    {path}",
+    lines = [f"job       {rec.get('id')}  ({record_status(rec)})", f"record    {path}",
              f"created   {rec.get('created')}   finished {rec.get('finished', '-')}",
              f"base      {b.get('path', c.get('base_model'))} ({b.get('family', '?')}, sha256 {str(b.get('sha256'))[:12]})",
              f"dataset   {rec.get('dataset', {}).get('path')} ({rec.get('dataset', {}).get('images')} images)",
