@@ -128,3 +128,33 @@ def test_single_file_trains_headless_without_comfyui(family, tmp_path, sample_da
     with torch.no_grad():  # the real vocabulary reaches the real-vocabulary embedding rows
         ids = bm.tokenizers[0](["a photo of a cat"], return_tensors="pt").input_ids
         assert int(ids.max()) == 49407 and bm.text_encoders[0](ids)[0].isfinite().all()
+
+
+def _installed_command() -> str | None:
+    """The `lora-studio` of this Python's environment, when the pack is pip-installed into it."""
+    import sys
+
+    exe = Path(sys.executable).parent / "lora-studio"
+    return str(exe) if exe.is_file() else None
+
+
+@pytest.mark.skipif(_installed_command() is None,
+                    reason="the pack is not pip-installed in this environment (`pip install .` gives lora-studio)")
+def test_installed_command_trains_a_single_file_without_comfyui(tmp_path, sample_dataset):
+    import subprocess
+
+    ckpt, configs = _single_file("sd15", tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    out = subprocess.run([_installed_command(), "train", "--base-model", str(ckpt), "--dataset", str(sample_dataset),
+                          "--trigger", "wcfox", "--output-dir", str(tmp_path / "loras"), "--jobs-dir",
+                          str(tmp_path / "jobs"), "--set", f"model_config_dir={configs}", "--set", "resolution=64",
+                          "--set", "test_mode=true", "--set", "max_train_steps=2", "--set", "lr_warmup_steps=0",
+                          "--set", "gradient_accumulation_steps=1", "--set", "preview_every=-1"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr and "torchvision" not in out.stdout + out.stderr
+    record = json.loads(next((tmp_path / "jobs").glob("*.json")).read_text())
+    assert record["status"] == "finished" and record["base_model"]["tokenizer"].endswith("clip_tokenizer")
+    assert record["commands"]["rerun"].startswith("lora-studio train --job ") or \
+        record["commands"]["rerun"].startswith(str(Path(_installed_command()).parent))
