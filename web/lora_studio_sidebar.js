@@ -137,14 +137,14 @@ export function createSidebar({ app, api, strings, onStrings, copyText }) {
     if (!d) { box.replaceChildren(); return; }
     const rep = d.report || {};
     const flagged = d.flagged || [];
-    box.replaceChildren(
+    box.replaceChildren(...[
       el("pre", { className: "ls-report-text", textContent: d.report_text || "" }),
       flagged.length ? el("div", { className: "ls-sub", textContent: `${t().flagged} (${flagged.length})` }) : null,
       el("div", { className: "ls-thumbs" }, ...flagged.map((f) => el("figure", { className: "ls-flag" },
         img(`/lora_studio/datasets/${encodeURIComponent(d.name)}/thumb?file=${encodeURIComponent(f.file)}`, "ls-thumb", f.file),
         el("figcaption", {}, el("b", { textContent: f.codes.join(", ") }), el("br"),
           el("span", { textContent: f.file }), el("br"), el("i", { textContent: f.caption || "" }))))),
-    );
+    ].filter(Boolean)); // replaceChildren would write "null" for a missing part
     box.dataset.ok = String(!!rep.ok);
   }
 
@@ -253,7 +253,7 @@ export function createSidebar({ app, api, strings, onStrings, copyText }) {
     const losses = m.losses || page.live?.losses || [];
     const id = encodeURIComponent(state.job);
     const differs = Object.entries(page.differs || {});
-    box.replaceChildren(
+    box.replaceChildren(...[
       el("h3", { className: "ls-job-title", textContent: s.name ?? state.job }),
       el("div", { className: "ls-status", textContent: statusText(s) }),
       actions(s, page),
@@ -272,7 +272,7 @@ export function createSidebar({ app, api, strings, onStrings, copyText }) {
       el("pre", { className: "ls-report-text", textContent: reportText(rec.dataset?.report) }),
       el("div", { className: "ls-sub", textContent: t().command }),
       el("textarea", { className: "ls-command", readOnly: true, value: s.command || "" }),
-    );
+    ].filter(Boolean)); // replaceChildren would write "null" for a missing part
   }
 
   function reportText(rep) {
