@@ -130,9 +130,8 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                                         placeholder=cfg.placeholder, preset_key=cfg.preset,
                                         bucketed=cfg.aspect_buckets)
     ds = dataset
-    if cb.on_message:  # the caller's display; the terminal already has them from check_dataset's log
-        for w in ds.warnings:
-            cb.on_message(f"dataset: {w}")
+    for w in ds.warnings:  # once, here: check_dataset logs its findings at DEBUG only (the terminal and the node)
+        cb.message(f"dataset: {w}")
     # CPU threads change float summation order, so results: pinned from the record (accelerate launch sets
     # OMP_NUM_THREADS=1, a plain run uses every core), recorded when the config leaves it to the machine.
     threads = cfg.num_threads or torch.get_num_threads()
