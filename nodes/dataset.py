@@ -65,6 +65,17 @@ class LoadDataset:
             },
         }
 
+    @classmethod
+    def IS_CHANGED(cls, dataset: str, trigger_token: str = "", placeholder: str = "<my_token>"):
+        """Names, sizes and times of the dataset's files: a changed folder trains again when queued."""
+        from ..trainer.data.fingerprint import dataset_fingerprint
+
+        try:
+            path = confine(dataset, allowed_roots())
+        except Exception:  # noqa: BLE001 — the run itself names the problem; the cache just must not hide it
+            return f"unresolved:{dataset}"
+        return f"{dataset_fingerprint(path)}|{trigger_token}|{placeholder}"
+
     def load(self, dataset: str, trigger_token: str, placeholder: str = "<my_token>"):
         root = resolve_dataset(dataset)
         ds, report = _checked(root, trigger_token.strip(), placeholder)
