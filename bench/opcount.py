@@ -7,7 +7,7 @@ logging and loss read-back of step 1, data for step 2, forward, backward, clippi
 
 Classes of op:
 - view: the op only re-describes memory (`OpOverload.is_view`, `detach`, `alias`) — no kernel;
-- allocation: `empty*` — memory only, no kernel;
+- allocation: `empty*` — memory only, no kernel (profiler markers `_record_function_*` are counted here too);
 - kernel: everything else (≈ kernel launches on a GPU; a few CPU-only decompositions differ);
 - host sync: `_local_scalar_dense` (`.item()`, `float(t)`, `bool(t)`) and ops whose output size depends on
   data (`nonzero`, `masked_select`, `unique`…): the host waits for the device;
@@ -24,7 +24,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
 _VIEW_LIKE = {"detach", "alias", "lift_fresh", "_unsafe_view", "_reshape_alias", "view", "as_strided"}  # no kernel
-_ALLOC = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided"}
+# memory only, or profiler markers (torch.optim wraps each step in record_function): no kernel
+_ALLOC = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "_record_function_enter",
+          "_record_function_enter_new", "_record_function_exit"}
 _DATA_DEPENDENT = {"nonzero", "masked_select", "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim",
                    "is_nonzero", "equal", "nonzero_static"}
 
@@ -75,11 +77,14 @@ class OpCounter(TorchDispatchMode):
             dst_dev = _device_of(args[0]) if name == "copy_" else kwargs.get("device")
             src_dev = _device_of(src)
             if dst_dev is not None and src_dev is not None and torch.device(dst_dev).type != src_dev.type:
-                pinned = src_dev.type == "cpu" and src.is_pinned()
-                if kwargs.get("non_blocking") or (name == "copy_" and len(args) > 2 and args[2]):
-                    if pinned or src_dev.type != "cpu":
-                        self.async_copies += 1
-                        return
+                # host→device is asynchronous only from pinned memory, device→host only into pinned memory
+                if src_dev.type == "cpu":
+                    host_pinned = src.is_pinned()
+                else:
+                    host_pinned = name == "copy_" and args[0].is_pinned() or bool(kwargs.get("pin_memory"))
+                if host_pinned and (kwargs.get("non_blocking") or (name == "copy_" and len(args) > 2 and args[2])):
+                    self.async_copies += 1
+                    return
                 self.blocking_copies += 1
 
     def summary(self) -> dict:
