@@ -20,7 +20,8 @@ def train_config(model_dir: Path, data_dir: Path, work: Path, cfg: dict, steps: 
         train_text_encoder=False, learning_rate=1e-4, lr_scheduler="constant", lr_warmup_steps=0,
         max_train_steps=steps, train_batch_size=cfg["batch"], gradient_accumulation_steps=1, max_grad_norm=1.0,
         mixed_precision=precision, gradient_checkpointing=cfg["gradient_checkpointing"], snr_gamma=0.0,
-        seed=seed, checkpointing_steps=0, test_mode=cfg["resolution"] < 256)
+        seed=seed, checkpointing_steps=0, test_mode=cfg["resolution"] < 256,
+        preview_every=-1)  # the script renders no validation images either (no --validation_prompt)
 
 
 def write_job(path: Path, **kw) -> Path:
