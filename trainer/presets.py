@@ -44,7 +44,7 @@ PRESETS: dict[str, Preset] = {
             values=dict(resolution=512, rank=8, alpha=8.0, learning_rate=1e-4, lr_scheduler="cosine",
                         lr_warmup_steps=50, max_train_steps=800, train_batch_size=1,
                         gradient_accumulation_steps=2, train_text_encoder=False, snr_gamma=5.0,
-                        checkpointing_steps=200),
+                        checkpointing_steps=200, preview_every=200),
         ),
         Preset(
             key="atelier",
@@ -58,7 +58,7 @@ PRESETS: dict[str, Preset] = {
                         lr_warmup_steps=100, max_train_steps=2500, train_batch_size=1,
                         gradient_accumulation_steps=4, train_text_encoder=False, snr_gamma=5.0,
                         unet_target_modules=["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out"],
-                        checkpointing_steps=500),
+                        checkpointing_steps=500, preview_every=500),
         ),
         Preset(
             key="galerie",
@@ -72,7 +72,7 @@ PRESETS: dict[str, Preset] = {
                         lr_scheduler="cosine_with_restarts", lr_num_cycles=2, lr_warmup_steps=150,
                         max_train_steps=4000, train_batch_size=2, gradient_accumulation_steps=2,
                         train_text_encoder=True, snr_gamma=5.0, gradient_checkpointing=True,
-                        checkpointing_steps=500),
+                        checkpointing_steps=500, preview_every=500),
         ),
     )
 }
