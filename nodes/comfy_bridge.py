@@ -1,7 +1,8 @@
-"""Everything the nodes need from ComfyUI, in one place and imported lazily.
+"""Everything the nodes need from ComfyUI, in one place.
 
-The node classes must stay importable without ComfyUI (CI checks the example workflows against
-their INPUT_TYPES), so every `comfy` / `folder_paths` / `server` import happens inside a function.
+The node schemas use ComfyUI's V3 API (`comfy_api.latest.io`), imported here once. The runtime parts
+(`comfy`, `folder_paths`, `server`) are imported inside functions, so a helper that needs no server
+(paths, names) still works when only `comfy_api` is importable, as in the node unit tests.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
 
+from comfy_api.latest import io
+
 log = logging.getLogger("lora_studio.nodes")
 
 DATASET_TYPE = "LORA_STUDIO_DATASET"
@@ -17,6 +20,10 @@ CONFIG_TYPE = "LORA_STUDIO_CONFIG"
 LORA_TYPE = "LORA_STUDIO_LORA"
 CATEGORY = "LoRA Studio"
 LOSS_EVENT = "lora_studio.loss"
+# Our own socket types: only our nodes connect to them (a dataset, a config, a trained LoRA with its record).
+Dataset = io.Custom(DATASET_TYPE)
+Config = io.Custom(CONFIG_TYPE)
+Lora = io.Custom(LORA_TYPE)
 
 
 def folder_paths():

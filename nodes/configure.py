@@ -8,7 +8,7 @@ from ..trainer import ConfigError, Problem, apply_preset
 from ..trainer.commands import train_command
 from ..trainer.config import field_default, field_type, spec
 from ..trainer.presets import CONFIGURE_WIDGETS, KEEP, PRESETS, get_preset, overrides_from_widgets, widget_kind
-from .comfy_bridge import CATEGORY, CONFIG_TYPE, checkpoint_names, checkpoint_path, confined, loras_dir
+from .comfy_bridge import CATEGORY, Config, checkpoint_names, checkpoint_path, confined, io, loras_dir
 
 PRESET_TITLES = [p.title for p in PRESETS.values()]
 TIP_KEEP = "0 keeps the preset's value."
@@ -63,65 +63,70 @@ def headless_command(cfg, dataset: str = "<dataset folder>") -> str:
     return train_command(parts)
 
 
-def override_widget(name: str) -> tuple:
+def override_input(name: str) -> io.Input:
     """One override widget, from the config field's definition (type, range, choices, help)."""
     s, kind = spec(name), widget_kind(name)
+    keep = f"{s.help} 'preset' keeps the preset's value."
+    if kind == "number" and field_type(name) == "int":
+        return io.Int.Input(name, default=0, min=0, max=int(s.hi), optional=True, tooltip=f"{s.help} {TIP_KEEP}",
+                            **NUMBER_OPTIONS.get(name, {}))
     if kind == "number":
-        typ = "INT" if field_type(name) == "int" else "FLOAT"
-        return typ, {"default": 0 if typ == "INT" else 0.0, "min": 0 if typ == "INT" else 0.0, "max": s.hi,
-                     **NUMBER_OPTIONS.get(name, {}), "tooltip": f"{s.help} {TIP_KEEP}"}
+        return io.Float.Input(name, default=0.0, min=0.0, max=float(s.hi), optional=True,
+                              tooltip=f"{s.help} {TIP_KEEP}", **NUMBER_OPTIONS.get(name, {}))
     if kind == "switch":
-        return [KEEP, "on", "off"], {"default": KEEP, "tooltip": f"{s.help} 'preset' keeps the preset's value."}
+        return io.Combo.Input(name, options=[KEEP, "on", "off"], default=KEEP, optional=True, tooltip=keep)
     if kind == "choice":
-        return [KEEP, *s.choices], {"default": KEEP, "tooltip": f"{s.help} 'preset' keeps the preset's value."}
+        return io.Combo.Input(name, options=[KEEP, *s.choices], default=KEEP, optional=True, tooltip=keep)
     if kind == "auto":
-        return ["auto", *s.choices], {"default": "auto", "tooltip": f"{s.help} auto picks that for this machine."}
+        return io.Combo.Input(name, options=["auto", *s.choices], default="auto", optional=True,
+                              tooltip=f"{s.help} auto picks that for this machine.")
     if kind == "always":
         # no "control after generate" widget: a seed that changed itself after each run would break
         # "same seed + same settings + same data = the same LoRA"
-        return "INT", {"default": field_default(name), "min": s.lo, "max": s.hi, "control_after_generate": False,
-                       "tooltip": s.help}
-    return "STRING", {"default": "", "tooltip": f"DreamBooth-style prior preservation: {s.help[0].lower()}{s.help[1:]} "
-                      "When set, class pictures are rendered once by the base model (or taken from class_data_dir in "
-                      "extra) and trained alongside, so the model keeps its idea of the class. Empty = off."}
+        return io.Int.Input(name, default=field_default(name), min=int(s.lo), max=int(s.hi), optional=True,
+                            control_after_generate=False, tooltip=s.help)
+    return io.String.Input(name, default="", optional=True, tooltip=f"DreamBooth-style prior preservation: "
+                           f"{s.help[0].lower()}{s.help[1:]} When set, class pictures are rendered once by the base "
+                           "model (or taken from class_data_dir in extra) and trained alongside, so the model keeps "
+                           "its idea of the class. Empty = off.")
 
 
-class ConfigureLoRA:
-    DESCRIPTION = ("Chooses the base model and one of the three presets of the AI4ArtsEd guide, with every value "
-                   "overridable. 0 or 'preset' keeps the preset's value. Checked on the server before the run; "
-                   "also gives the exact command that runs the same job headless.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (CONFIG_TYPE, "STRING")
-    RETURN_NAMES = ("config", "command")
-    OUTPUT_TOOLTIPS = ("The validated training configuration.",
-                       "The same job as a terminal command (accelerate launch), to copy.")
-    FUNCTION = "configure"
+class ConfigureLoRA(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LoraStudio_ConfigureLoRA",
+            display_name="Configure LoRA (LoRA Studio)",
+            category=CATEGORY,
+            description="Chooses the base model and one of the three presets of the AI4ArtsEd guide, with every "
+                        "value overridable. 0 or 'preset' keeps the preset's value. Checked on the server before the "
+                        "run; also gives the exact command that runs the same job headless.",
+            inputs=[
+                io.Combo.Input("ckpt_name", options=checkpoint_names(), tooltip="The base model to adapt (SD 1.5, "
+                               "SD 2.x or SDXL), from models/checkpoints. Use the same model later with the LoRA."),
+                io.Combo.Input("preset", options=PRESET_TITLES, default=PRESET_TITLES[0], tooltip=" | ".join(
+                    f"{p.title}: {p.suited_for_en} — {p.focus_en}" for p in PRESETS.values())),
+                io.String.Input("name", default=field_default("name"), tooltip=spec("name").help),
+                *(override_input(name) for name in CONFIGURE_WIDGETS),
+                io.String.Input("extra", default="", multiline=True, optional=True, tooltip="Any other field as "
+                                "JSON, e.g. {\"noise_offset\": 0.05, \"snr_gamma\": 5}. `python -m trainer presets` "
+                                "lists every field."),
+            ],
+            outputs=[
+                Config.Output("config_out", display_name="config", tooltip="The validated training configuration."),
+                io.String.Output("command", display_name="command", tooltip="The same job as a terminal command (accelerate launch), to copy."),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "ckpt_name": (checkpoint_names(), {"tooltip": "The base model to adapt (SD 1.5, SD 2.x or SDXL), from "
-                                                   "models/checkpoints. Use the same model later with the LoRA."}),
-                "preset": (PRESET_TITLES, {"default": PRESET_TITLES[0], "tooltip": " | ".join(
-                    f"{p.title}: {p.suited_for_en} — {p.focus_en}" for p in PRESETS.values())}),
-                "name": ("STRING", {"default": field_default("name"), "tooltip": spec("name").help}),
-            },
-            "optional": {
-                **{name: override_widget(name) for name in CONFIGURE_WIDGETS},
-                "extra": ("STRING", {"default": "", "multiline": True, "tooltip":
-                                     "Any other field as JSON, e.g. {\"noise_offset\": 0.05, \"snr_gamma\": 5}. "
-                                     "`python -m trainer presets` lists every field."}),
-            },
-        }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, **kw):
+    def validate_inputs(cls, **kw) -> bool | str:
         # With **kw ComfyUI skips its own combo/range checks for every input, so do them here first.
-        spec = {**cls.INPUT_TYPES()["required"], **cls.INPUT_TYPES()["optional"]}
+        spec_ = cls.INPUT_TYPES()
+        options = {k: o["options"] for section in ("required", "optional")
+                   for k, (_, o) in spec_.get(section, {}).items() if "options" in o}
         for key, value in kw.items():
-            if key in spec and isinstance(spec[key][0], list) and value not in spec[key][0]:
-                shown = ", ".join(map(str, spec[key][0][:8])) or "(none: the list is empty)"
+            if key in options and value not in options[key]:
+                shown = ", ".join(map(str, options[key][:8])) or "(none: the list is empty)"
                 return f"{key} = {value!r} is not one of: {shown}. Fix: pick a value from the list (press R to refresh)."
         if "ckpt_name" not in kw or "preset" not in kw:
             return True  # linked inputs are checked when the node runs
@@ -131,7 +136,8 @@ class ConfigureLoRA:
             return str(e)
         return True
 
-    def configure(self, **kw):
+    @classmethod
+    def execute(cls, **kw) -> io.NodeOutput:
         cfg = make_config(kw)
         command = headless_command(cfg)
-        return {"ui": {"command": [command]}, "result": (cfg.to_dict(), command)}  # ui: the copy-command panel
+        return io.NodeOutput(cfg.to_dict(), command, ui={"command": [command]})  # ui: the copy-command panel

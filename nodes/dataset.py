@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..trainer import LoraStudioError
 from ..trainer.config import field_default, spec
 from ..trainer.data import confine
 from ..trainer.data.quality import file_sha256
-from .comfy_bridge import CATEGORY, DATASET_TYPE, allowed_roots, input_dir
+from .comfy_bridge import CATEGORY, Dataset, allowed_roots, input_dir, io
 
 
 def dataset_choices() -> list[str]:
@@ -41,52 +42,55 @@ def _import_zip_once(zip_path: Path) -> Path:
     return import_zip(zip_path, zip_path.parent, name=target.name)
 
 
-class LoadDataset:
-    DESCRIPTION = ("Loads training pictures from a folder or ZIP in ComfyUI's input directory: images/ + "
-                   "metadata.jsonl (the AI4ArtsEd layout), or images with .txt captions. Checks them and shows a "
-                   "report; problems that would spoil training stop here, before any model loads.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (DATASET_TYPE, "STRING")
-    RETURN_NAMES = ("dataset", "report")
-    OUTPUT_TOOLTIPS = ("The checked dataset, for Train LoRA.", "The quality report as text.")
-    FUNCTION = "load"
+class LoadDataset(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LoraStudio_LoadDataset",
+            display_name="Load Dataset (LoRA Studio)",
+            category=CATEGORY,
+            description="Loads training pictures from a folder or ZIP in ComfyUI's input directory: images/ + "
+                        "metadata.jsonl (the AI4ArtsEd layout), or images with .txt captions. Checks them and shows "
+                        "a report; problems that would spoil training stop here, before any model loads.",
+            inputs=[
+                io.Combo.Input("dataset", options=dataset_choices(), tooltip="A folder or .zip inside ComfyUI's "
+                               "input directory. Upload a ZIP (images + metadata.jsonl) or copy a folder there, then "
+                               "press R to refresh this list."),
+                io.String.Input("trigger_token", default="", tooltip=spec("trigger_token").help),
+                io.String.Input("placeholder", default=field_default("placeholder"), optional=True,
+                                tooltip=spec("placeholder").help),
+            ],
+            outputs=[
+                Dataset.Output("dataset_out", display_name="dataset", tooltip="The checked dataset, for Train LoRA."),
+                io.String.Output("report", display_name="report", tooltip="The quality report as text."),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "dataset": (dataset_choices(), {"tooltip": "A folder or .zip inside ComfyUI's input directory. "
-                                                "Upload a ZIP (images + metadata.jsonl) or copy a folder there, then "
-                                                "press R to refresh this list."}),
-                "trigger_token": ("STRING", {"default": "", "tooltip": spec("trigger_token").help}),
-            },
-            "optional": {
-                "placeholder": ("STRING", {"default": field_default("placeholder"), "tooltip": spec("placeholder").help}),
-            },
-        }
-
-    @classmethod
-    def IS_CHANGED(cls, dataset: str, trigger_token: str = "", placeholder: str = "<my_token>"):
-        """Names, sizes and times of the dataset's files: a changed folder trains again when queued."""
+    def fingerprint_inputs(cls, dataset: str, trigger_token: str = "", placeholder: str = "<my_token>"):
+        """Names, sizes and times of the dataset's files: a changed folder trains again when queued, although
+        the widget values stay the same."""
         from ..trainer.data.fingerprint import dataset_fingerprint
 
         try:
             path = confine(dataset, allowed_roots())
-        except Exception:  # noqa: BLE001 — the run itself names the problem; the cache just must not hide it
+        except (LoraStudioError, OSError):  # the run itself names the problem; the cache just must not hide it
             return f"unresolved:{dataset}"
         return f"{dataset_fingerprint(path)}|{trigger_token}|{placeholder}"
 
-    def load(self, dataset: str, trigger_token: str, placeholder: str = "<my_token>"):
-        root = resolve_dataset(dataset)
-        ds, report = _checked(root, trigger_token.strip(), placeholder)
-        return ({"root": str(root), "trigger_token": trigger_token.strip(), "placeholder": placeholder,
-                 "dataset": ds, "report": report}, report)
+    @classmethod
+    def execute(cls, dataset: str, trigger_token: str, placeholder: str = "<my_token>") -> io.NodeOutput:
+        data, report = checked_dataset(resolve_dataset(dataset), trigger_token.strip(), placeholder)
+        return io.NodeOutput(data, report)
 
 
-def _checked(root: Path, trigger: str, placeholder: str):
+def checked_dataset(root: Path, trigger: str, placeholder: str, roots: list[Path] | None = None) -> tuple[dict, str]:
+    """The DATASET value Train LoRA takes, and the report text; the check raises on blocking problems."""
     from ..trainer.data import check_dataset
 
     # Judged at 512 px here; Train LoRA checks again at the run's own resolution and preset.
     ds, rep = check_dataset(root, resolution=512, trigger_token=trigger, placeholder=placeholder,
-                            allowed_roots=allowed_roots())
-    return ds, rep.to_text()
+                            allowed_roots=roots if roots is not None else allowed_roots())
+    report = rep.to_text()
+    return {"root": str(root), "trigger_token": trigger, "placeholder": placeholder, "dataset": ds,
+            "report": report}, report

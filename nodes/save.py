@@ -7,31 +7,30 @@ from ..trainer.errors import LoraStudioError
 from ..trainer.export import save_lora, write_json_atomic
 from ..trainer.job import record_output
 from ..trainer.runstate import clean_partials
-from .comfy_bridge import CATEGORY, LORA_TYPE, loras_dir, refresh_lora_list
+from .comfy_bridge import CATEGORY, Lora, io, loras_dir, refresh_lora_list
 
 
-class SaveLoRAToModels:
-    DESCRIPTION = ("Writes the LoRA into models/loras (kohya format: Load LoRA, A1111/Forge, InvokeAI and diffusers "
-                   "read it), with its adapter_config and job record beside it. Never overwrites: an existing name "
-                   "gets a number. The Load LoRA list shows the file without a restart.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("lora_name",)
-    OUTPUT_TOOLTIPS = ("The file name as Load LoRA lists it.",)
-    FUNCTION = "save"
-    OUTPUT_NODE = True
+class SaveLoRAToModels(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LoraStudio_SaveLoRAToModels",
+            display_name="Save LoRA to models/loras (LoRA Studio)",
+            category=CATEGORY,
+            description="Writes the LoRA into models/loras (kohya format: Load LoRA, A1111/Forge, InvokeAI and "
+                        "diffusers read it), with its adapter_config and job record beside it. Never overwrites: an "
+                        "existing name gets a number. The Load LoRA list shows the file without a restart.",
+            inputs=[
+                Lora.Input("lora", tooltip="From Train LoRA (LoRA Studio)."),
+                io.String.Input("filename", default="", tooltip="File name without extension; empty = the name from "
+                                "Configure LoRA. Letters, digits, - and _ only; others become _."),
+            ],
+            outputs=[io.String.Output("lora_name", display_name="lora_name", tooltip="The file name as Load LoRA lists it.")],
+            is_output_node=True,
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "lora": (LORA_TYPE, {"tooltip": "From Train LoRA (LoRA Studio)."}),
-                "filename": ("STRING", {"default": "", "tooltip": "File name without extension; empty = the name "
-                                        "from Configure LoRA. Letters, digits, - and _ only; others become _."}),
-            },
-        }
-
-    def save(self, lora: dict, filename: str = ""):
+    def execute(cls, lora: dict, filename: str = "") -> io.NodeOutput:
         folder = loras_dir()
         clean_partials(folder)  # half-written files of killed saves (only those of processes that are gone)
         path, cfg_path = save_lora(folder, filename.strip() or lora["name"], lora["tensors"], lora["metadata"],
@@ -48,4 +47,4 @@ class SaveLoRAToModels:
                 notes.append(f"warning: the LoRA is saved, but {target.name} could not be written: {e}")
         refresh_lora_list()
         name = path.relative_to(folder).as_posix()
-        return {"ui": {"text": [f"saved {name}", *notes]}, "result": (name,)}
+        return io.NodeOutput(name, ui={"text": [f"saved {name}", *notes]})

@@ -107,6 +107,33 @@ def load_pack():
     return mod
 
 
+def comfyui_tree() -> Path | None:
+    """The ComfyUI source tree named by COMFYUI_PATH (None if unset or not a ComfyUI tree)."""
+    raw = os.environ.get("COMFYUI_PATH", "").strip()
+    path = Path(raw).expanduser().resolve() if raw else None
+    return path if path is not None and (path / "comfy_api" / "latest").is_dir() else None
+
+
+def load_nodes():
+    """The pack's node modules, built on the real ComfyUI's `comfy_api` (V3 node API); skips, saying why, where
+    it is missing. COMFYUI_PATH's tree is appended to sys.path (after everything else, so it shadows nothing)."""
+    comfy = comfyui_tree()
+    if comfy is None:
+        pytest.skip("the node tests need ComfyUI's comfy_api: set COMFYUI_PATH to a ComfyUI 0.3.64 tree "
+                    f"(now {os.environ.get('COMFYUI_PATH', 'unset')!r}) and run with a Python that runs ComfyUI")
+    if str(comfy) not in sys.path:
+        sys.path.append(str(comfy))
+    try:
+        import comfy_api.latest  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"ComfyUI's comfy_api at {comfy} does not import with {sys.executable}: {e} "
+                    "(run the tests with the Python that runs ComfyUI)")
+    load_pack()
+    import importlib
+
+    return importlib.import_module("lora_studio_pack.nodes")
+
+
 def tree(path: Path) -> set[str]:
     """Every file and folder under `path` (relative), for 'nothing was written' checks."""
     return {str(p.relative_to(path)) for p in path.rglob("*")} if path.exists() else set()

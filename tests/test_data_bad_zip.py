@@ -12,7 +12,7 @@ import zipfile
 
 import pytest
 from bad_input_checks import area, raises  # noqa: F401 - area is a fixture
-from conftest import load_pack
+from conftest import load_nodes
 from data_fixtures import (caption_dataset, folder_entries, lie_about_sizes, overlapping_zip, snapshot, zeros_zip,
                            zip_of)
 
@@ -115,7 +115,7 @@ def test_not_enough_disk_space_is_refused_before_writing(area, monkeypatch, free
 
 @pytest.fixture
 def load_dataset_node(area, monkeypatch):
-    load_pack()
+    load_nodes()  # the node runs on ComfyUI's comfy_api (V3); skips, saying why, without it
     dataset = importlib.import_module("lora_studio_pack.nodes.dataset")
     monkeypatch.setattr(dataset, "input_dir", lambda: area / "input")
     monkeypatch.setattr(importlib.import_module("lora_studio_pack.nodes.comfy_bridge"), "input_dir",
@@ -132,7 +132,7 @@ def test_load_dataset_node_refuses_a_bomb_in_the_input_folder(area, load_dataset
         overlapping_zip(z, [f"images/{i:04d}.png" for i in range(50)], b"\x00" * (MIB - 1))
     before = snapshot(area)
     with pytest.raises(Exception) as e:
-        load_dataset_node.LoadDataset().load("upload.zip", "tok")
+        load_dataset_node.LoadDataset.execute("upload.zip", "tok")
     assert type(e.value).__name__ == "DatasetError" and "Nothing was extracted" in str(e.value)
     assert snapshot(area) == before
 

@@ -6,7 +6,7 @@ import importlib
 import os
 import time
 
-from conftest import load_pack
+from conftest import load_nodes
 
 from tests.data_fixtures import caption_dataset
 from trainer.data.fingerprint import dataset_fingerprint
@@ -35,15 +35,15 @@ def test_fingerprint_follows_the_files_not_the_reads(tmp_path):
     assert dataset_fingerprint(root) == now
 
 
-def test_load_dataset_is_changed_uses_it(tmp_path, monkeypatch):
-    load_pack()
+def test_load_dataset_fingerprint_inputs_uses_it(tmp_path, monkeypatch):
+    load_nodes()  # the V3 node needs ComfyUI's comfy_api; skipped, saying why, without it
     mod = importlib.import_module("lora_studio_pack.nodes.dataset")
     monkeypatch.setattr(mod, "allowed_roots", lambda: [tmp_path])
     caption_dataset(tmp_path / "ds", n=2)
-    a = mod.LoadDataset.IS_CHANGED("ds", "wcfox")
-    assert a == mod.LoadDataset.IS_CHANGED("ds", "wcfox")
-    assert a != mod.LoadDataset.IS_CHANGED("ds", "other")
+    a = mod.LoadDataset.fingerprint_inputs("ds", "wcfox")
+    assert a == mod.LoadDataset.fingerprint_inputs("ds", "wcfox")
+    assert a != mod.LoadDataset.fingerprint_inputs("ds", "other")
     time.sleep(0.01)
     (tmp_path / "ds" / "extra.txt").write_text("x", encoding="utf-8")
-    assert a != mod.LoadDataset.IS_CHANGED("ds", "wcfox")
-    assert mod.LoadDataset.IS_CHANGED("../outside", "x").startswith("unresolved:")
+    assert a != mod.LoadDataset.fingerprint_inputs("ds", "wcfox")
+    assert mod.LoadDataset.fingerprint_inputs("../outside", "x").startswith("unresolved:")

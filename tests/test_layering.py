@@ -28,7 +28,9 @@ def test_pack_imports_without_comfyui_and_registers_nothing():
             f"spec = importlib.util.spec_from_file_location('pack', r'{REPO / '__init__.py'}', "
             f"submodule_search_locations=[r'{REPO}']); m = importlib.util.module_from_spec(spec); "
             "sys.modules['pack'] = m; spec.loader.exec_module(m); "
-            "print(len(m.NODE_CLASS_MAPPINGS), 'comfy' in sys.modules)")
+            "print(hasattr(m, 'comfy_entrypoint'), hasattr(m, 'NODE_CLASS_MAPPINGS'), 'comfy' in sys.modules, "
+            "m.WEB_DIRECTORY)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["0", "False"]
+    # no V1 mapping ever (ComfyUI would take it over comfy_entrypoint), no entry point without comfy_api
+    assert out.stdout.split() == ["False", "False", "False", "./web"]

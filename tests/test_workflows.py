@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 
-from conftest import load_pack  # noqa: E402
+from conftest import load_nodes  # noqa: E402
 
 WORKFLOWS = REPO / "example_workflows"
 LOCALES = REPO / "locales"
@@ -124,7 +124,9 @@ def _inputs(input_types: dict) -> list[Input]:
     out = []
     for section in ("required", "optional"):
         for name, spec in (input_types.get(section) or {}).items():
-            out.append(Input(name, spec[0], dict(spec[1]) if len(spec) > 1 else {}, section == "required"))
+            opts = dict(spec[1]) if len(spec) > 1 else {}
+            kind = opts["options"] if spec[0] == "COMBO" and "options" in opts else spec[0]  # V3 combos
+            out.append(Input(name, kind, opts, section == "required"))
     return out
 
 
@@ -132,12 +134,6 @@ def _ours_spec(cls) -> NodeSpec:
     names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
     return NodeSpec(_inputs(cls.INPUT_TYPES()), tuple(cls.RETURN_TYPES), tuple(names),
                     bool(getattr(cls, "OUTPUT_NODE", False)), cls)
-
-
-def load_nodes():
-    """The pack as ComfyUI imports it, plus its node mappings (the node classes need no ComfyUI)."""
-    load_pack()
-    return importlib.import_module("lora_studio_pack.nodes")
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +181,15 @@ def check_value(inp: Input, value) -> str | None:
     if "min" in o and value < o["min"] or "max" in o and value > o["max"]:
         return f"{value!r} is outside {o.get('min')}..{o.get('max')}"
     return None
+
+
+def _own_validate_inputs(cls):
+    """The node's own validate_inputs, as ComfyUI finds it (the V3 base class only raises NotImplementedError)."""
+    if cls is None:
+        return None
+    from comfy_api.internal import first_real_override
+
+    return first_real_override(cls, "validate_inputs")
 
 
 def _types_match(out_type: str, in_type: str) -> bool:
@@ -239,11 +244,11 @@ def validate_api(prompt: dict, reg: dict[str, NodeSpec]) -> list[str]:
             if problem:
                 errors.append(f"{where}.{name}: {problem}")
             literal[name] = value
-        validate = getattr(spec.cls, "VALIDATE_INPUTS", None)
+        validate = _own_validate_inputs(spec.cls)
         if validate is not None and not any(e.startswith(where) for e in errors):
             verdict = validate(**literal)
             if verdict is not True:
-                errors.append(f"{where}: VALIDATE_INPUTS says {verdict}")
+                errors.append(f"{where}: validate_inputs says {verdict}")
     if not any(reg[n["class_type"]].output_node for n in prompt.values()
                if isinstance(n, dict) and n.get("class_type") in reg):
         errors.append("the prompt has no output node, so ComfyUI would run nothing")
@@ -472,12 +477,18 @@ def _read(path: Path):
 # ----------------------------------------------------------------------------------- tests: generated files
 
 
-def test_generated_files_are_current(pack_nodes):
-    """web/presets.json and locales/en/nodeDefs.json are what tools/generate.py makes from the source."""
+def test_presets_json_is_current():
+    """web/presets.json is what tools/generate.py makes from trainer/presets.py and trainer/config.py."""
     assert [p.relative_to(REPO).as_posix() for p in _generator().stale()] == [], REGENERATE
 
 
-def test_the_drift_check_can_fail(pack_nodes, monkeypatch):
+def test_english_node_defs_are_current(pack_nodes):
+    """locales/en/nodeDefs.json is what tools/generate.py makes from the node schemas."""
+    gen = _generator()
+    assert [p.relative_to(REPO).as_posix() for p in gen.stale(pack_nodes)] == [], REGENERATE
+
+
+def test_the_drift_check_can_fail(monkeypatch):
     gen = _generator()
     monkeypatch.setattr(gen, "presets_json", lambda: {"presets": {}})
     assert gen.PRESETS_JSON in gen.stale()
@@ -489,7 +500,7 @@ def test_configure_widgets_follow_the_field_definitions(pack_nodes):
     for name in ("resolution", "rank", "learning_rate", "train_batch_size", "num_class_images"):
         assert opts[name][1]["max"] == config.spec(name).hi, name
         assert opts[name][1]["tooltip"].startswith(config.spec(name).help), name
-    assert opts["lr_scheduler"][0][1:] == list(config.SCHEDULERS)
+    assert opts["lr_scheduler"][1]["options"][1:] == list(config.SCHEDULERS)
     assert opts["seed"][1]["max"] == config.SEED_MAX
 
 
@@ -529,7 +540,7 @@ def test_every_python_input_has_a_tooltip_and_every_node_a_description(pack_node
             assert inp.opts.get("tooltip", "").strip(), f"{node_id}.{inp.name} has no tooltip"
 
 
-def test_german_keeps_the_preset_titles_as_the_guide_writes_them(pack_nodes):
+def test_german_keeps_the_preset_titles_as_the_guide_writes_them():
     de = _read(LOCALES / "de" / "nodeDefs.json")["LoraStudio_ConfigureLoRA"]["inputs"]["preset"]["tooltip"]
     for p in presets_json()["presets"].values():
         assert p["title"] in de, f"the German preset tooltip must name {p['title']!r}"
@@ -622,7 +633,7 @@ def test_validator_catches_broken_workflows(registry):
     api = _read(WORKFLOWS / API_PROMPT)
     cid = next(k for k, n in api.items() if n["class_type"] == "LoraStudio_ConfigureLoRA")
     for change, needle in ((lambda p: p[cid]["inputs"].update(preset="Studio"), "not one of"),
-                           (lambda p: p[cid]["inputs"].update(resolution=64), "VALIDATE_INPUTS"),
+                           (lambda p: p[cid]["inputs"].update(resolution=64), "validate_inputs"),
                            (lambda p: p[cid]["inputs"].pop("ckpt_name"), "missing"),
                            (lambda p: p[next(k for k, n in p.items() if n["class_type"] == "LoraStudio_TrainLoRA")]
                             ["inputs"].update(config=[cid, 1]), "takes")):

@@ -8,12 +8,18 @@
   locales/en/nodeDefs.json  node names, descriptions and tooltips exactly as the node classes give them (the
                             config inputs' tooltips come from the field definitions)
 locales/de/ is written by hand; tests/test_workflows.py checks that it covers every input and output.
+
+The node schemas are ComfyUI V3 (`comfy_api`): writing nodeDefs.json needs COMFYUI_PATH set to a ComfyUI
+tree and the Python that runs it, e.g.
+    COMFYUI_PATH=../ComfyUI ../ComfyUI/venv/bin/python tools/generate.py
+Without them only web/presets.json is written (and checked).
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,10 +48,21 @@ def presets_json() -> dict:
     return importlib.import_module(f"{PACKAGE}.trainer.presets").web_table()
 
 
-def english_node_defs() -> dict:
-    """locales/en/nodeDefs.json: the node classes' own display names, descriptions and tooltips."""
+def comfy_nodes():
+    """The pack's nodes module, or None where ComfyUI's comfy_api cannot be imported."""
+    comfy = os.environ.get("COMFYUI_PATH", "").strip()
+    if comfy and str(Path(comfy).resolve()) not in sys.path:
+        sys.path.append(str(Path(comfy).resolve()))
+    try:
+        import comfy_api.latest  # noqa: F401
+    except ImportError:
+        return None
     load_pack()
-    nodes = importlib.import_module(f"{PACKAGE}.nodes")
+    return importlib.import_module(f"{PACKAGE}.nodes")
+
+
+def english_node_defs(nodes) -> dict:
+    """locales/en/nodeDefs.json: the node classes' own display names, descriptions and tooltips."""
     out = {}
     for node_id, cls in nodes.NODE_CLASS_MAPPINGS.items():
         entry = {"display_name": nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id], "description": cls.DESCRIPTION,
@@ -61,24 +78,31 @@ def english_node_defs() -> dict:
     return out
 
 
-def generated() -> dict[Path, str]:
-    return {PRESETS_JSON: dump_json(presets_json()), EN_NODE_DEFS: dump_json(english_node_defs())}
+def generated(nodes=None) -> dict[Path, str]:
+    out = {PRESETS_JSON: dump_json(presets_json())}
+    if nodes is not None:
+        out[EN_NODE_DEFS] = dump_json(english_node_defs(nodes))
+    return out
 
 
-def stale() -> list[Path]:
-    return [p for p, text in generated().items() if not p.is_file() or p.read_text(encoding="utf-8") != text]
+def stale(nodes=None) -> list[Path]:
+    return [p for p, text in generated(nodes).items() if not p.is_file() or p.read_text(encoding="utf-8") != text]
 
 
 def main(argv: list[str]) -> int:
+    nodes = comfy_nodes()
+    if nodes is None:
+        print(f"note: {EN_NODE_DEFS.relative_to(REPO)} skipped: ComfyUI's comfy_api does not import here "
+              "(set COMFYUI_PATH and use the Python that runs ComfyUI)", file=sys.stderr)
     if argv == ["--check"]:
-        bad = stale()
+        bad = stale(nodes)
         for p in bad:
             print(f"stale: {p.relative_to(REPO)} (regenerate with `python tools/generate.py`)")
         return 1 if bad else 0
     if argv:
         print(__doc__)
         return 2
-    for path, text in generated().items():
+    for path, text in generated(nodes).items():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")

@@ -195,3 +195,29 @@ def test_second_job_queued_behind_the_first_writes_its_own_file(comfy_server, sd
     comfy_server.assert_success(comfy_server.wait(second, timeout=900))
     files = sorted(p.name for p in comfy_server.loras_dir.glob("e2e_queue*.safetensors"))
     assert files == ["e2e_queue.safetensors", "e2e_queue_2.safetensors"]
+
+
+def test_pictures_made_in_the_same_graph_train_a_lora(comfy_server, sd15_checkpoint):
+    """txt2img (batch of 4) → VAE Decode → Dataset from Images → Train LoRA → Save, in one prompt."""
+    prompt = api_prompt(sd15_checkpoint.name, "unused", "e2e_graph_images")
+    load = next(k for k, n in prompt.items() if n["class_type"] == "LoraStudio_LoadDataset")
+    gen = {f"g{k}": v for k, v in sd15_checkpoint.txt2img_prompt(size=64, steps=2, text="a red fox").items()
+           if v["class_type"] != "PreviewImage"}
+    for node in gen.values():  # renumber the generation's links into the g-prefixed ids
+        for key, value in node["inputs"].items():
+            if isinstance(value, list):
+                node["inputs"][key] = [f"g{value[0]}", value[1]]
+    gen["g4"]["inputs"]["batch_size"] = 4
+    prompt.update(gen)
+    prompt[load] = {"class_type": "LoraStudio_DatasetFromImages", "inputs": {
+        "images": ["g6", 0], "captions": "a photo of <my_token>", "trigger_token": "sksfox", "name": "e2e_graph"}}
+    entry = comfy_server.run(prompt, timeout=900)
+    lora_file = comfy_server.loras_dir / "e2e_graph_images.safetensors"
+    assert lora_file.is_file()
+    record = json.loads((comfy_server.loras_dir / "e2e_graph_images.job.json").read_text())
+    assert record["status"] == "finished" and record["metrics"]["steps"] == 3
+    datasets = comfy_server.output_dir / "lora_studio" / "datasets"
+    (folder,) = [p for p in datasets.iterdir() if p.name.startswith("e2e_graph-")]
+    assert len(list((folder / "images").glob("*.png"))) == 4
+    assert Path(record["config"]["dataset"]).resolve() == folder.resolve() and record["config"]["trigger_token"] == "sksfox"
+    assert entry["status"]["status_str"] == "success"
