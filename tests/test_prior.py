@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import tree
 from trainer.config import TrainConfig
 from trainer.errors import DatasetError, TrainingCancelled
-from trainer.prior import class_images, split_prior_loss
+from trainer.prior import class_images
 
 MODEL_ID = "0" * 64  # stands in for the base model's sha256
 
@@ -171,15 +171,6 @@ def test_off_means_no_class_images(bm, tmp_path):
     cfg = make_cfg(with_prior_preservation=False)
     assert class_images(cfg, bm, "cpu", tmp_path / "cache", model_id=MODEL_ID, generate=c) == []
     assert c.calls == [] and not (tmp_path / "cache").exists()
-
-
-def test_split_prior_loss_weights_each_half_by_its_own_mean():
-    per_sample = torch.tensor([1.0, 3.0, 10.0, 20.0, 30.0], requires_grad=True)
-    total, inst, prior = split_prior_loss(per_sample, 2, 0.5)
-    assert (total.item(), inst.item(), prior.item()) == (12.0, 2.0, 20.0)
-    total.backward()
-    assert per_sample.grad.tolist() == pytest.approx([0.5, 0.5, 0.5 / 3, 0.5 / 3, 0.5 / 3])
-    assert float(split_prior_loss(per_sample.detach(), 2, 0.0)[0]) == 2.0  # weight 0 = plain instance loss
 
 
 def test_sdxl_default_renderer(tiny_sdxl, tmp_path):

@@ -13,7 +13,6 @@ looks across all runs of the name. (Checkpoints directly under `<name>/` are fro
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -214,7 +213,7 @@ def resolve_resume(cfg, fp: dict[str, Any]) -> Checkpoint | None:
     old_fp = ck.state.get("fingerprint", {})
     # A field missing from an old fingerprint (max_grad_norm, added later) is not held against it.
     diff = {k: (old_fp.get(k), v) for k, v in fp.items() if k in old_fp and old_fp.get(k) != v}
-    diff.update({k: (None, v) for k in ("base_sha256", "dataset_sha256") if k in fp and k not in old_fp})
+    diff.update({k: (None, fp[k]) for k in ("base_sha256", "dataset_sha256") if k in fp and k not in old_fp})
     if diff:
         k, (old, new) = next(iter(diff.items()))
         raise LoraStudioError(f"Checkpoint {ck.path.name} was made with other settings ({len(diff)} differ; e.g. "
@@ -241,7 +240,3 @@ def mark_finished(cfg, job_id: str, resumed_from: Path | None = None) -> None:
         except OSError as e:
             tmp.unlink(missing_ok=True)
             log.warning("could not mark checkpoint %s as finished (%s): resume 'auto' may offer it again", ck.path, e)
-
-
-def short_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -114,17 +114,6 @@ def user_class_images(folder: Path, class_prompt: str, limit: int) -> list[Sampl
     return [Sample(p, class_prompt) for p in found[:limit]]
 
 
-def split_prior_loss(per_sample: torch.Tensor, n_instance: int, weight: float
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(total, instance_loss, prior_loss) for a batch of `n_instance` instance samples followed by class samples.
-
-    total = mean(instance) + weight · mean(class), as in DreamBooth (Ruiz et al. 2023): each half is
-    averaged on its own, so the weight means the same whatever the batch sizes.
-    """
-    instance, prior = per_sample[:n_instance].mean(), per_sample[n_instance:].mean()
-    return instance + weight * prior, instance.detach(), prior.detach()
-
-
 # ----------------------------------------------------------------- the default renderer
 class PipelineRenderer:
     """Renders with a diffusers pipeline assembled from the already loaded models (no download).

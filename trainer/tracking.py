@@ -17,12 +17,12 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Protocol, runtime_checkable
 
+from .config import REPORTERS
 from .errors import ConfigError, ExportError, Problem
 from .tfevents import EventFileWriter
 
 log = logging.getLogger("lora_studio.tracking")
 
-REPORTERS = ("tensorboard", "wandb")
 WANDB_FIX = "pip install wandb, or remove 'wandb' from report_to"
 _COLORSPACE = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}  # TensorBoard's Summary.Image codes
 

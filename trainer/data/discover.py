@@ -141,7 +141,7 @@ def trigger_findings(ds: Dataset, raw_captions: list[str], trigger: str, placeho
                                f"'{placeholder}' where the concept belongs in metadata.jsonl or the caption files."))
         else:
             fix = f"add '{placeholder}' to its prompt, or leave it out on purpose for a regularisation image."
-            out += [Finding(F.NO_TRIGGER, _rel(ds.root, s.path),
+            out += [Finding(F.NO_TRIGGER, display_path(ds.root, s.path),
                             f"prompt lacks the trigger token '{trigger}'. Fix: {fix}") for s in lacking]
     elif placeholder and any(placeholder in c for c in raw_captions):
         out.append(Finding(F.PLACEHOLDER_UNSET, "", f"prompts contain '{placeholder}' but no trigger token is set, so "
@@ -149,7 +149,8 @@ def trigger_findings(ds: Dataset, raw_captions: list[str], trigger: str, placeho
     return out
 
 
-def _rel(root: Path, path: Path) -> str:
+def display_path(root: Path, path: Path) -> str:
+    """`path` as the report shows it: relative to the dataset folder where it lies inside it."""
     try:
         return path.relative_to(root).as_posix()
     except ValueError:
@@ -165,7 +166,7 @@ class _Discovery:
         self.covered: set[Path] = set()
 
     def warn(self, code: str, path: Path | str, message: str) -> None:
-        self.ds.findings.append(Finding(code, _rel(self.root, path) if isinstance(path, Path) else path, message))
+        self.ds.findings.append(Finding(code, display_path(self.root, path) if isinstance(path, Path) else path, message))
 
     def run(self) -> Dataset:
         w = walk(self.root)
@@ -176,7 +177,7 @@ class _Discovery:
             self.warn(F.UNREADABLE_FILE, path, "this process may not read it; skipped. Fix: check its permissions.")
         for path in w.undecodable:
             what = "folder (and everything in it)" if path.is_dir() else "file"
-            self.warn(F.BAD_FILE_NAME, shown(_rel(self.root, path)), f"this {what} is skipped: its name is not valid "
+            self.warn(F.BAD_FILE_NAME, shown(display_path(self.root, path)), f"this {what} is skipped: its name is not valid "
                       "UTF-8 text (\\x.. marks the bytes that are not), so it could not be shown, logged or saved "
                       "in the job record. Fix: rename it (letters, digits, '-' and '_' are always safe).")
         images = [p for p in w.files if p.suffix.lower() in IMAGE_EXTENSIONS]
@@ -200,7 +201,7 @@ class _Discovery:
         for p in images:
             key = p.as_posix().lower()
             if key in seen:
-                self.warn(F.DUPLICATE_NAME, p, f"differs from '{_rel(self.root, seen[key])}' only in upper/lower case; "
+                self.warn(F.DUPLICATE_NAME, p, f"differs from '{display_path(self.root, seen[key])}' only in upper/lower case; "
                           "on Windows and macOS they are one file. Skipped. Fix: rename one of them.")
                 continue
             seen[key] = p
@@ -231,7 +232,7 @@ class _Discovery:
 
     # ------------------------------------------------------------ metadata.jsonl
     def _read_metadata(self, meta: Path) -> None:
-        where = _rel(self.root, meta)
+        where = display_path(self.root, meta)
         try:
             if meta.stat().st_size > MAX_METADATA_BYTES:
                 self.warn(F.BAD_METADATA_LINE, meta, f"is larger than {MAX_METADATA_BYTES >> 20} MiB; ignored. "
@@ -297,7 +298,7 @@ class _Discovery:
         for cand in (base / rel, base / "images" / rel):
             if cand.is_symlink() or cand.exists():
                 if not inside(self.root, cand):
-                    self.warn(F.UNSAFE_PATH, _rel(self.root, cand), f"{line} names it, and it resolves outside the "
+                    self.warn(F.UNSAFE_PATH, display_path(self.root, cand), f"{line} names it, and it resolves outside the "
                               "dataset folder; skipped. Fix: copy the image into the dataset instead of linking it.")
                     return None
                 if cand.is_file():

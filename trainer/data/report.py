@@ -9,7 +9,6 @@ or warns.
 from __future__ import annotations
 
 import logging
-import os
 import statistics
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from ..errors import DatasetError
 from . import findings as F
 from .buckets import MAX_ASPECT, plan_buckets, square_plan
 from .captions import apply_trigger
-from .discover import Dataset, check_root, discover, no_images_finding, trigger_findings
+from .discover import Dataset, check_root, discover, display_path, no_images_finding, trigger_findings
 from .findings import DatasetCheckError, DatasetReport, Finding
 from .quality import (BLUR_THRESHOLD, NEAR_DUPLICATE_BITS, SHARPNESS_SIDE, ImageStats, blurry, inspect_image,
                       near_duplicates)
@@ -86,11 +85,11 @@ def _inspect(ds: Dataset, report: DatasetReport) -> list[ImageStats]:
         try:
             st = inspect_image(s.path)
         except DatasetError as e:
-            report.warnings.append(Finding(F.UNREADABLE_IMAGE, _rel(ds.root, s.path),
+            report.warnings.append(Finding(F.UNREADABLE_IMAGE, display_path(ds.root, s.path),
                                            "skipped: " + _strip_name(str(e), s.path.name)))
             continue
         except OSError as e:  # the sha256 pass: a file that vanished or became unreadable meanwhile
-            report.warnings.append(Finding(F.UNREADABLE_IMAGE, _rel(ds.root, s.path), f"cannot be read "
+            report.warnings.append(Finding(F.UNREADABLE_IMAGE, display_path(ds.root, s.path), f"cannot be read "
                                            f"({e.strerror or e}); skipped. Fix: check the file and its permissions."))
             continue
         s.size = st.size
@@ -125,7 +124,7 @@ def _count(ds: Dataset, report: DatasetReport, preset_key: str | None) -> None:
 
 
 def _pictures(ds: Dataset, stats: list[ImageStats], report: DatasetReport, resolution: int, bucketed: bool) -> None:
-    rel = [_rel(ds.root, s.path) for s in ds.samples]
+    rel = [display_path(ds.root, s.path) for s in ds.samples]
     sizes = [s.size for s in ds.samples]
     plan = plan_buckets(sizes, resolution) if bucketed else square_plan(sizes, resolution)
     limit = MAX_ASPECT if bucketed else SQUARE_CROP_ASPECT
@@ -192,13 +191,6 @@ def _summary(ds: Dataset, report: DatasetReport, resolution: int, bucketed: bool
     lines.append(f"thresholds: blurry below {BLUR_THRESHOLD:.0f}, near duplicate at ≤ {NEAR_DUPLICATE_BITS} bits")
     stats["summary"] = lines
     return stats
-
-
-def _rel(root: Path, path: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return os.fspath(path)
 
 
 def _strip_name(message: str, name: str) -> str:
