@@ -108,10 +108,11 @@ def load_pack():
 
 
 def comfyui_tree() -> Path | None:
-    """The ComfyUI source tree named by COMFYUI_PATH (None if unset or not a ComfyUI tree)."""
+    """The ComfyUI source tree for the node tests: COMFYUI_PATH, else the nearest `../shared/comfyui` above the
+    repo (the project's read-only copy); None if neither is a ComfyUI tree."""
     raw = os.environ.get("COMFYUI_PATH", "").strip()
-    path = Path(raw).expanduser().resolve() if raw else None
-    return path if path is not None and (path / "comfy_api" / "latest").is_dir() else None
+    candidates = [Path(raw).expanduser()] if raw else [p / "shared" / "comfyui" for p in REPO.parents]
+    return next((p.resolve() for p in candidates if (p / "comfy_api" / "latest").is_dir()), None)
 
 
 def load_nodes():
@@ -120,14 +121,14 @@ def load_nodes():
     comfy = comfyui_tree()
     if comfy is None:
         pytest.skip("the node tests need ComfyUI's comfy_api: set COMFYUI_PATH to a ComfyUI 0.3.64 tree "
-                    f"(now {os.environ.get('COMFYUI_PATH', 'unset')!r}) and run with a Python that runs ComfyUI")
+                    f"(now {os.environ.get('COMFYUI_PATH', 'unset')!r}; no ../shared/comfyui above the repo either)")
     if str(comfy) not in sys.path:
         sys.path.append(str(comfy))
     try:
         import comfy_api.latest  # noqa: F401
     except ImportError as e:
         pytest.skip(f"ComfyUI's comfy_api at {comfy} does not import with {sys.executable}: {e} "
-                    "(run the tests with the Python that runs ComfyUI)")
+                    "(pip install -r requirements-test.txt, or run with the Python that runs ComfyUI)")
     load_pack()
     import importlib
 
