@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from bad_input_checks import area  # noqa: F401 - area is a fixture
-from conftest import load_pack, tiny_overrides
+from conftest import load_nodes, tiny_overrides
 from data_fixtures import caption_dataset, snapshot
 
 from trainer import ConfigError, TrainConfig
@@ -26,7 +26,7 @@ from trainer.job import run_job
 @pytest.fixture
 def nodes(area, monkeypatch):
     """The pack's nodes with ComfyUI's folders in `area`: input/ (allowed) and output/ (jobs, checkpoints)."""
-    load_pack()
+    load_nodes()  # the V3 nodes need ComfyUI's comfy_api; skipped, saying why, without it
     bridge = importlib.import_module("lora_studio_pack.nodes.comfy_bridge")
     configure = importlib.import_module("lora_studio_pack.nodes.configure")
     ckpt = area / "models" / "v1-5.safetensors"
@@ -65,7 +65,7 @@ def _value(area, value):
 def test_configure_lora_refuses_a_folder_outside_at_queue_time(area, nodes, field, value, named):
     value = _value(area, value)
     before = snapshot(area)
-    msg = nodes.ConfigureLoRA.VALIDATE_INPUTS(**_extra(**{field: value}))
+    msg = nodes.ConfigureLoRA.validate_inputs(**_extra(**{field: value}))
     assert isinstance(msg, str) and f"{named} = " in msg and "Fix:" in msg, msg
     assert ("checkpoint folder inside" if field == "resume_from" else str(area / "input")) in msg
     assert snapshot(area) == before
@@ -79,7 +79,7 @@ def test_train_lora_refuses_a_folder_outside_before_anything_runs(area, nodes, f
     config = dict(TrainConfig().to_dict(), **{field: value})
     before = snapshot(area)
     with pytest.raises(Exception) as e:  # the pack's own ConfigError (it is imported as lora_studio_pack.trainer)
-        nodes.TrainLoRA().train({"root": str(root), "trigger_token": "", "placeholder": "<my_token>"}, config)
+        nodes.TrainLoRA.execute({"root": str(root), "trigger_token": "", "placeholder": "<my_token>"}, config)
     assert type(e.value).__name__ == "ConfigError" and f"{named} = " in str(e.value)
     assert snapshot(area) == before
 
@@ -89,16 +89,16 @@ def test_train_lora_refuses_a_folder_outside_before_anything_runs(area, nodes, f
                                          ("resume_from", "{area}/output/lora_studio/jobs/checkpoints/x/step-000002")])
 def test_folders_inside_the_roots_are_accepted_and_resolved(area, comfy_folders, field, value):
     value = value.replace("{area}", str(area))
-    cfg = comfy_folders.ConfigureLoRA().configure(**_extra(**{field: value}))["result"][0]
+    cfg = comfy_folders.ConfigureLoRA.execute(**_extra(**{field: value})).result[0]
     expected = {"classes": str(area / "input" / "classes")}.get(value, value)
     assert cfg[field] == expected
 
 
 def test_the_operator_can_allow_a_class_folder(area, nodes, monkeypatch):
     monkeypatch.setenv(ALLOWED_ROOTS_ENV, str(area / "outside"))
-    assert nodes.ConfigureLoRA.VALIDATE_INPUTS(**_extra(class_data_dir=str(area / "outside"))) is True
+    assert nodes.ConfigureLoRA.validate_inputs(**_extra(class_data_dir=str(area / "outside"))) is True
     # ... but never a checkpoint from there: resume_from only names this server's checkpoints
-    assert "resume_from" in nodes.ConfigureLoRA.VALIDATE_INPUTS(**_extra(resume_from=str(area / "outside")))
+    assert "resume_from" in nodes.ConfigureLoRA.validate_inputs(**_extra(resume_from=str(area / "outside")))
 
 
 def test_every_problem_is_named_at_once(area):
@@ -162,7 +162,7 @@ def test_train_lora_refuses_a_dataset_or_model_sent_around_the_nodes(area, comfy
           "placeholder": "<my_token>"}
     before = snapshot(area)
     with pytest.raises(Exception) as e:
-        comfy_folders.TrainLoRA().train(ds, config)
+        comfy_folders.TrainLoRA.execute(ds, config)
     assert type(e.value).__name__ == "ConfigError" and f"{named} = " in str(e.value), str(e.value)
     assert snapshot(area) == before
 
