@@ -125,6 +125,11 @@ def load_nodes():
     if str(comfy) not in sys.path:
         sys.path.append(str(comfy))
     try:
+        import torch
+        from comfy.cli_args import args
+
+        if not torch.cuda.is_available():
+            args.cpu = True  # as `main.py --cpu`: comfy.model_management must not look for a GPU on import
         import comfy_api.latest  # noqa: F401
     except ImportError as e:
         pytest.skip(f"ComfyUI's comfy_api at {comfy} does not import with {sys.executable}: {e} "

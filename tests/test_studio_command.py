@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import load_pack
+from conftest import load_nodes
 
 from trainer.cli import build_config
 
@@ -57,7 +57,7 @@ def _cli_config(command: str, env: dict):
 
 
 def test_the_browsers_command_runs_the_nodes_job(tmp_path, monkeypatch):
-    load_pack()
+    load_nodes()  # the V3 nodes need ComfyUI's comfy_api; skipped, saying why, without it
     configure = importlib.import_module("lora_studio_pack.nodes.configure")
     ckpt = tmp_path / "models" / "v1-5 (pruned).safetensors"
     ckpt.parent.mkdir()

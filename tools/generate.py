@@ -51,6 +51,8 @@ def presets_json() -> dict:
 def comfy_nodes():
     """The pack's nodes module, or None where ComfyUI's comfy_api cannot be imported."""
     comfy = os.environ.get("COMFYUI_PATH", "").strip()
+    if not comfy:  # as the tests do: the project's read-only ../shared/comfyui above the repo
+        comfy = next((str(p / "shared" / "comfyui") for p in REPO.parents if (p / "shared" / "comfyui").is_dir()), "")
     if comfy and str(Path(comfy).resolve()) not in sys.path:
         sys.path.append(str(Path(comfy).resolve()))
     try:
