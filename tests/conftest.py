@@ -137,7 +137,11 @@ def load_nodes():
     load_pack()
     import importlib
 
-    return importlib.import_module("lora_studio_pack.nodes")
+    nodes = importlib.import_module("lora_studio_pack.nodes")
+    # ComfyUI's folder_paths is importable now, naming the read-only tree's own folders: the unit tests see no
+    # ComfyUI folders (as before the nodes needed comfy_api); a test that wants some sets them itself.
+    importlib.import_module("lora_studio_pack.nodes.comfy_bridge").folder_paths = lambda: None
+    return nodes
 
 
 def tree(path: Path) -> set[str]:
