@@ -53,7 +53,8 @@ def _viewer(request) -> Viewer:
                                "dialog).") from None
     except AttributeError:
         user = "default"
-    return Viewer.of(user)
+    users = getattr(getattr(srv, "user_manager", None), "users", None) or {}
+    return Viewer.of(user, users.get(user))  # {id: name}: the operator setting may name users
 
 
 def jobs() -> JobStore:

@@ -239,3 +239,9 @@ def test_only_names_inside_the_input_folder(area):
     for file in ("../../outside/x.png", "/etc/passwd", "0000.txt"):
         with pytest.raises(StudioError):
             store.picture("plain", file)
+
+
+def test_operators_may_be_named_by_user_name_or_id(monkeypatch):
+    monkeypatch.setenv("LORA_STUDIO_OPERATORS", "teacher, anna_1234")
+    assert Viewer.of("teacher_5f3e", "teacher").operator and Viewer.of("anna_1234").operator
+    assert not Viewer.of("ben_77", "ben").operator and not Viewer.of("teacher_5f3e").operator

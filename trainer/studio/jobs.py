@@ -45,10 +45,11 @@ class Viewer:
     operator: bool = False
 
     @classmethod
-    def of(cls, user: str | None) -> "Viewer":
+    def of(cls, user: str | None, name: str | None = None) -> "Viewer":
+        """`user`: ComfyUI's user id; `name`: the name it was created with. Operators may be listed by either."""
         user = user or DEFAULT_USER
         ops = operators()
-        return cls(user, "*" in ops or user in ops)
+        return cls(user, "*" in ops or user in ops or (name is not None and name in ops))
 
     def may_see(self, owner: str) -> bool:
         return self.operator or owner == self.user
