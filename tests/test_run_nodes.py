@@ -24,6 +24,7 @@ def studio(pack, tmp_path, monkeypatch):
     monkeypatch.setattr(train, "studio_dir", lambda *parts: tmp_path.joinpath("studio", *parts))
     monkeypatch.setattr(save, "loras_dir", lambda: tmp_path / "loras")
     monkeypatch.setattr(save, "refresh_lora_list", lambda: None)
+    monkeypatch.setenv("LORA_STUDIO_ALLOWED_ROOTS", str(tmp_path))  # the datasets here stand for the input folder
     return train, save
 
 

@@ -107,9 +107,11 @@ def _job_file(ref: str, jobs_dir: str | None) -> Path:
     for cand in (folder / ref, folder / f"{ref}.json"):
         if cand.is_file():
             return cand
-    matches = sorted(folder.glob(f"*{ref}*.json")) if folder.is_dir() and ref else []
+    matches = sorted(folder.glob(f"*{ref}*.json")) if folder.is_dir() and ref and "/" not in ref else []
     if len(matches) == 1:
         return matches[0]
+    if p.exists() or "/" in ref or os.sep in ref or ref.endswith(".json"):
+        return p  # meant as a path: TrainConfig.load says what is wrong with it (missing, a folder, not UTF-8)
     hint = f"{len(matches)} records match it" if matches else f"no record in '{folder}' matches it"
     raise ConfigError([Problem("--job", ref, "a job file, or the id of a record in the jobs folder",
                                f"{hint}; `lora-studio jobs --jobs-dir {folder}` lists them")])

@@ -57,11 +57,12 @@ class JobResult:
     record_error: str | None = None  # the LoRA was written but the final record write failed (disk full)
 
 
-def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
-    """sha256 of a file (a diffusers folder: of its UNet weights), cached by path, size and mtime."""
+def file_sha256(path: Path, cache_dir: Path | None = None, remember: bool = True) -> str:
+    """sha256 of a file (a diffusers folder: of its UNet weights), cached by path, size and mtime.
+    `remember=False` reads the cache but writes nothing (a run that may still fail must leave no file)."""
     if path.is_dir():
         files = sorted((path / "unet").glob("*.safetensors")) or sorted((path / "unet").glob("*.bin"))
-        return hashlib.sha256(b"".join(bytes.fromhex(file_sha256(f, cache_dir)) for f in files)).hexdigest()
+        return hashlib.sha256(b"".join(bytes.fromhex(file_sha256(f, cache_dir, remember)) for f in files)).hexdigest()
     st = path.stat()
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
     cache_file = cache_dir / "hashes.json" if cache_dir else None
@@ -72,7 +73,7 @@ def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
     if key in cache:
         return cache[key]
     digest = bytes_sha256(path)
-    if cache_file:
+    if cache_file and remember:
         cache[key] = digest
         with contextlib.suppress(OSError, LoraStudioError):
             write_json_atomic(cache_file, cache)
@@ -171,12 +172,14 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
             # The file's sha256 (3–4 s for a full SD 1.5 file unless cached) is read while the model loads.
             src = bm.source if bm else Path(cfg.base_model).expanduser()
             pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="lora-studio-hash"))
-            hashing = pool.submit(file_sha256, src, resolve_cache_dir(cfg)) if src.exists() else None
+            # (not remembered yet: a model that fails to load must leave no cache file behind)
+            hashing = pool.submit(file_sha256, src, resolve_cache_dir(cfg), False) if src.exists() else None
             bm = bm or load_base_model(cfg.base_model, cfg.model_type, cfg.model_config_dir, cfg.tokenizer_dir,
                                        cfg.prediction_type)
+            if hashing:
+                hashing.result()  # the model loaded: now the hash is remembered (the file is read once per process)
             record["base_model"] = {"path": str(bm.source), "family": bm.family, "prediction_type": bm.prediction_type,
-                                    "sha256": hashing.result() if hashing else file_sha256(bm.source,
-                                                                                           resolve_cache_dir(cfg)),
+                                    "sha256": file_sha256(bm.source, resolve_cache_dir(cfg)),
                                     "tokenizer": bm.extra.get("tokenizer")}
             record["dataset"]["sha256"] = ds.content_hash()
             record["warnings"] = target_warnings(bm.family, cfg.unet_target_modules, cfg.train_text_encoder,
