@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from ..trainer import TrainConfig, TrainingCancelled
+from ..trainer.interop import diffusion_model_part
 from ..trainer.job import run_job
 from ..trainer.loop import Callbacks
 from .comfy_bridge import (CATEGORY, Config, Dataset, Lora, NodeReporter, confined, current_run, free_comfy_memory,
@@ -64,6 +65,9 @@ class TrainLoRA(io.ComfyNode):
                                "if no CLIP was connected."),
                 io.String.Output("summary", display_name="summary", tooltip="What happened: steps, loss before and after, time, the job "
                                  "record's path."),
+                io.LoraModel.Output("lora_model", display_name="lora_model", tooltip="The UNet part of the LoRA as "
+                                    "ComfyUI's own LORA_MODEL: for core's Load LoRA Model and Save LoRA Weights nodes. "
+                                    "The text-encoder part stays in 'lora' (Save LoRA keeps both)."),
             ],
             hidden=[io.Hidden.unique_id],
         )
@@ -79,7 +83,7 @@ class TrainLoRA(io.ComfyNode):
                                else (None, None))
         # ui.loss: the chart also shows a run that ComfyUI served from its cache (no step events then)
         # ui.job: the node asks the server for the record when the graph is shown again (tab switch, reload)
-        return io.NodeOutput(lora, out_model, out_clip, summary, ui={
+        return io.NodeOutput(lora, out_model, out_clip, summary, diffusion_model_part(result.tensors), ui={
             "loss": result.record["metrics"]["losses"], "job": [result.record["id"]], "summary": [summary]})
 
 

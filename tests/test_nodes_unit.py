@@ -95,8 +95,8 @@ def test_nodes_are_v3_with_a_tooltip_on_every_input_and_output(nodes):
 def test_old_input_and_output_names_are_kept(nodes):
     """Saved workflows address inputs by name and outputs by slot: both must stay as they were."""
     m, _ = nodes.node_mappings()
-    assert tuple(m["LoraStudio_TrainLoRA"].RETURN_NAMES) == ("lora", "model", "clip", "summary")
-    assert tuple(m["LoraStudio_TrainLoRA"].RETURN_TYPES) == ("LORA_STUDIO_LORA", "MODEL", "CLIP", "STRING")
+    assert tuple(m["LoraStudio_TrainLoRA"].RETURN_NAMES) == ("lora", "model", "clip", "summary", "lora_model")
+    assert tuple(m["LoraStudio_TrainLoRA"].RETURN_TYPES) == ("LORA_STUDIO_LORA", "MODEL", "CLIP", "STRING", "LORA_MODEL")
     assert tuple(m["LoraStudio_LoadDataset"].RETURN_NAMES) == ("dataset", "report")
     assert tuple(m["LoraStudio_ConfigureLoRA"].RETURN_NAMES) == ("config", "command")
     assert tuple(m["LoraStudio_SaveLoRAToModels"].RETURN_NAMES) == ("lora_name",)

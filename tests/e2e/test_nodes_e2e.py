@@ -55,7 +55,11 @@ def test_object_info_lists_the_nodes_with_tooltips(comfy_server):
 
 def test_api_job_trains_saves_and_loads_in_comfyui(comfy_server, sd15_checkpoint, dataset_name):
     mark = comfy_server.log_mark()
-    entry = comfy_server.run(api_prompt(sd15_checkpoint.name, dataset_name, "e2e_main"), timeout=900)
+    prompt = api_prompt(sd15_checkpoint.name, dataset_name, "e2e_main")
+    # core's Save LoRA Weights takes Train LoRA's LORA_MODEL output: our nodes compose with ComfyUI's own
+    train_id = next(k for k, v in prompt.items() if v["class_type"] == "LoraStudio_TrainLoRA")
+    prompt["90"] = {"class_type": "SaveLoRANode", "inputs": {"lora": [train_id, 4], "prefix": "loras/e2e_core"}}
+    entry = comfy_server.run(prompt, timeout=900)
     saved = [v for v in entry["outputs"].values() if "text" in v]
     assert saved and saved[0]["text"][0].startswith("saved e2e_main")
     lora_file = comfy_server.loras_dir / "e2e_main.safetensors"
@@ -63,6 +67,14 @@ def test_api_job_trains_saves_and_loads_in_comfyui(comfy_server, sd15_checkpoint
     assert (comfy_server.loras_dir / "e2e_main.adapter_config.json").is_file()
     record = json.loads((comfy_server.loras_dir / "e2e_main.job.json").read_text())
     assert record["status"] == "finished" and record["outputs"]["lora"] == str(lora_file)
+    import torch
+    from safetensors.torch import load_file
+
+    core_files = sorted((comfy_server.output_dir / "loras").glob("e2e_core*.safetensors"))
+    assert len(core_files) == 1, core_files
+    ours, core = load_file(str(lora_file)), load_file(str(core_files[0]))
+    assert core.keys() == {k for k in ours if k.startswith("lora_unet_")} and core
+    assert all(torch.equal(core[k], ours[k]) for k in core)
 
     # progress reached the websocket: ComfyUI's own progress messages and our loss points
     pid = entry["prompt"][1]
