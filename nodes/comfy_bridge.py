@@ -240,10 +240,11 @@ def read_roots() -> list[Path]:
 
 
 def confined(data: dict) -> dict:
-    """A config dict with its user-set folders confined; `jobs_dir` must already be the server's own."""
+    """A config dict with its user-set folders confined; `jobs_dir` must already be the server's own. Datasets may
+    also lie in output/lora_studio/datasets, where Dataset from Images saves the pictures it gets from a graph."""
     from ..trainer.data.safety import confine_config_paths
 
     fp = folder_paths()
     models = [Path(p) for p in fp.get_folder_paths("checkpoints")] if fp else None  # without ComfyUI: not checked
     return confine_config_paths(data, read_roots(), Path(data.get("jobs_dir") or studio_dir("jobs")) / "checkpoints",
-                                dataset_roots=allowed_roots(), model_roots=models)
+                                dataset_roots=allowed_roots() + [studio_dir("datasets")], model_roots=models)

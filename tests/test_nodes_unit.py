@@ -148,3 +148,21 @@ def test_dataset_from_images_gives_what_load_dataset_gives(nodes, tmp_path, monk
     assert "3" in report and data["report"] == report
     with pytest.raises(Exception, match="3 pictures but 2 captions"):
         nodes.DatasetFromImages.execute(batch, "a\nb", "sks")
+
+
+def test_train_lora_accepts_the_dataset_that_dataset_from_images_saved(nodes, tmp_path, monkeypatch):
+    """Train LoRA confines datasets to the input folder and to output/lora_studio/datasets, where the pictures
+    from a graph are saved; elsewhere stays refused."""
+    import torch
+
+    studio = lambda *parts: tmp_path.joinpath("lora_studio", *parts)  # noqa: E731
+    for mod in ("images", "comfy_bridge", "train"):
+        monkeypatch.setattr(importlib.import_module(f"lora_studio_pack.nodes.{mod}"), "studio_dir", studio)
+    config = importlib.import_module("lora_studio_pack.trainer.config")
+    train = importlib.import_module("lora_studio_pack.nodes.train")
+    batch = torch.rand(2, 8, 8, 3).repeat_interleave(8, dim=1).repeat_interleave(8, dim=2)
+    data, _ = nodes.DatasetFromImages.execute(batch, "a photo of <my_token>", "sks").result
+    cfg = train.train_config(data, config.TrainConfig().to_dict(), "off")
+    assert Path(cfg.dataset) == Path(data["root"])
+    with pytest.raises(Exception, match="dataset = "):
+        train.train_config(dict(data, root=str(tmp_path)), config.TrainConfig().to_dict(), "off")
