@@ -82,7 +82,8 @@ def test_upload_lists_reports_and_deletes(comfy_server):
     listed = {d["name"]: d for d in comfy_server.get("/api/lora_studio/datasets").json()["datasets"]}
     assert listed["studio_foxes"]["mine"] and listed["studio_foxes"]["report"]["images"] == 4
     # the Load Dataset list offers it at once
-    names = comfy_server.object_info("LoraStudio_LoadDataset")["input"]["required"]["dataset"][0]
+    kind, opts = comfy_server.object_info("LoraStudio_LoadDataset")["input"]["required"]["dataset"]
+    names = opts["options"] if kind == "COMBO" else kind  # a V3 combo: ("COMBO", {"options": [...]})
     assert "studio_foxes" in names
     info = comfy_server.get("/lora_studio/datasets/studio_foxes").json()
     assert info["report"]["stats"]["images"] == 4
