@@ -69,3 +69,25 @@ def test_bf16_mixed_precision_trains_and_keeps_the_adapter_in_fp32(tmp_path, tin
     rels = sorted(((plain[k] - bf16[k]).norm() / (plain[k].norm() + 1e-12)).item() for k in plain if "alpha" not in k)
     assert rels[len(rels) // 2] < 0.1, rels
     assert rels[-1] < 0.5, rels
+
+
+def test_held_out_before_computed_after_training_equals_the_old_way(tmp_path, tiny_sd15, sample_dataset,
+                                                                    monkeypatch):
+    """The "before" loss is now measured after training with the adapters off (B starts at zero, so the
+    untrained adapted model is the base model); it must equal eval_loss() taken before step 1."""
+    from trainer import loop
+
+    seen = {}
+    original = loop.Trainer.run
+
+    def run(self):
+        seen["old_way"] = self.eval_loss()  # what run() used to compute before the first step
+        seen["base_before"] = self.eval_loss_base()
+        return original(self)
+
+    monkeypatch.setattr(loop.Trainer, "run", run)
+    rec = _cli(tmp_path, tiny_sd15, sample_dataset, max_train_steps=4, train_text_encoder=True)
+    m = rec["metrics"]
+    assert abs(seen["base_before"] - seen["old_way"]) <= 1e-6
+    assert abs(m["eval_loss_before"] - seen["old_way"]) <= 1e-6, (m["eval_loss_before"], seen["old_way"])
+    assert m["eval_loss_after"] != m["eval_loss_before"]  # the adapters were switched back on for "after"

@@ -350,6 +350,29 @@ class Trainer:
         self.adapter_cast.end()
         return total / len(idx)
 
+    @torch.no_grad()
+    def eval_loss_base(self, n: int = 8) -> float:
+        """`eval_loss` of the models with every adapter switched off: the held-out loss "before training".
+
+        LoRA's B starts at zero (`init_lora_weights="gaussian"` zeroes B), so the untrained adapted model IS
+        the base model and this equals `eval_loss()` before step 1 (tests/test_training.py checks it). It is
+        computed after training instead of before it, so the user does not wait for eight forwards before
+        the first step (issue #12, time to first step). peft's own switch (`enable_adapters`), which the
+        fused layer honours by falling back to peft's forward."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for model in self.models for m in model.modules() if isinstance(m, BaseTunerLayer)]
+        grads = [(p, p.requires_grad) for p in self.unet_params + self.te_params]
+        for layer in layers:
+            layer.enable_adapters(False)
+        try:
+            return self.eval_loss(n)
+        finally:
+            for layer in layers:
+                layer.enable_adapters(True)
+            for p, g in grads:  # enable_adapters touches requires_grad: put back exactly what trained
+                p.requires_grad_(g)
+
     # ------------------------------------------------------------ checkpoint state
     def adapter_tensors(self) -> dict[str, torch.Tensor]:
         out = {f"unet.{k}": v for k, v in adapter_state_dict(self.acc.unwrap_model(self.models[0])).items()}
@@ -472,8 +495,6 @@ class Trainer:
         cfg, acc = self.cfg, self.acc
         total = cfg.max_train_steps
         resumed_from = self.step
-        if self.eval_before is None:
-            self.eval_before = self.eval_loss()
         t0 = time.perf_counter()
         self._first_step_s = 0.0
         params = self.unet_params + self.te_params
@@ -507,6 +528,8 @@ class Trainer:
             raise
         seconds = time.perf_counter() - t0
         eval_after = self.eval_loss()
+        if self.eval_before is None:  # after training, with the adapters off: see eval_loss_base
+            self.eval_before = self.eval_loss_base()
         if self.previewer:
             self.previewer(self.step)
         return TrainResult(
