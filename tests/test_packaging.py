@@ -56,3 +56,13 @@ def test_registry_metadata(pyproject):
     assert {"tests/", "bench/", "docs/"} <= set(ignored)
     for needed in ("nodes", "trainer", "web", "locales", "example_workflows", "LICENSE", "README.md"):
         assert not any(needed.startswith(i.rstrip("/")) for i in ignored), needed
+
+
+def test_pip_install_carries_every_trainer_subpackage(pyproject):
+    """`pip install .` lists its packages by hand (trainer/ installs as lora_studio): a new subpackage
+    left out of that list would install a console command that cannot import it."""
+    setup = pyproject["tool"]["setuptools"]
+    dirs = {d.relative_to(REPO).as_posix() for d in (REPO / "trainer").rglob("__init__.py")
+            for d in [d.parent] if "__pycache__" not in d.parts}
+    mapped = {v for k, v in setup["package-dir"].items() if k in setup["packages"]}
+    assert dirs <= mapped, f"not installed by pip: {sorted(dirs - mapped)}"
