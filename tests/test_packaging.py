@@ -24,7 +24,9 @@ def test_one_version_source(pyproject):
     import trainer
 
     assert trainer.__version__ == pyproject["project"]["version"]
-    others = [p for p in REPO.rglob("*.py") if ".git" not in p.parts and "tests" not in p.parts
+    # the project's own files only: not a venv, build or cache folder inside the checkout (.venv, .git, …)
+    others = [p for p in REPO.rglob("*.py") if not any(part.startswith(".") for part in p.relative_to(REPO).parts)
+              and "tests" not in p.parts and "build" not in p.relative_to(REPO).parts
               and re.search(r'(?m)^__version__\s*=\s*"', p.read_text(encoding="utf-8", errors="replace"))
               and "_shim" not in p.parts]
     assert others == [], "a second hard-coded version"

@@ -144,8 +144,10 @@ def test_a_second_signal_stops_at_once_and_says_so(tmp_path, tiny_sd15):
     time.sleep(1.5)  # a second press, not the same Ctrl-C delivered twice
     proc.send_signal(signal.SIGINT)
     rc, out, err = _finish(proc)
-    assert rc == 130, (out, err)
-    assert "stopped" in err
+    # 130 when our handler ends the process; on a fast machine the first stop may already be finishing when
+    # the second press lands, and the interpreter, shutting down, dies of the signal (-2; a shell shows 130)
+    assert rc in (130, -signal.SIGINT), (rc, out, err)
+    assert "stop" in err
     assert not (tmp_path / "d" / "loras").exists()
     [record] = _records(tmp_path / "d")
     assert record["status"] in ("interrupted", "cancelled")  # the 2nd signal may land after the 1st was handled
