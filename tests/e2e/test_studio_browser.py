@@ -213,7 +213,10 @@ def test_upload_train_watch_and_variant_in_the_sidebar(page, studio, tmp_path, s
           .map((w) => [w.name, w.value]));""", 30, "the variant graph")
     assert got["dataset"] == dataset and got["name"] == name and got["resolution"] == 64, got
     assert got["max_train_steps"] == STEPS and json.loads(got["extra"])["test_mode"] is True, got
-    p.js("window.__done = null; for (const [t, ok] of [['execution_success', true], ['execution_error', false]])"
+    # A variant changes something (an unchanged graph is ComfyUI's cached result, by design): a new rate
+    p.js("const c = app.graph._nodes.find((n) => n.type === 'LoraStudio_ConfigureLoRA');"
+         " const w = c.widgets.find((w) => w.name === 'learning_rate'); w.value = 0.0002; w.callback?.(w.value);"
+         " window.__done = null; for (const [t, ok] of [['execution_success', true], ['execution_error', false]])"
          " api.addEventListener(t, (e) => { window.__done ??= {ok, d: e.detail}; });"
          " await app.queuePrompt(0, 1); return true;")
     done = p.wait_for("return window.__done", 900, "the variant's run", poll=1.0)
@@ -221,8 +224,9 @@ def test_upload_train_watch_and_variant_in_the_sidebar(page, studio, tmp_path, s
     records = [json.loads(f.read_text()) for f in (server.output_dir / "lora_studio" / "jobs").glob("*.json")]
     ours = [r for r in records if r["config"]["name"] == name and r["status"] == "finished"]
     assert len(ours) == 2, [r["config"]["name"] for r in records]
-    a, b = ours[0]["config"], ours[1]["config"]
-    assert {k for k in a if a[k] != b[k]} <= {"resume_from"}, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    [a] = [r["config"] for r in ours if abs(r["config"]["learning_rate"] - 2e-4) > 1e-9]  # the first run
+    [b] = [r["config"] for r in ours if abs(r["config"]["learning_rate"] - 2e-4) <= 1e-9]  # the variant
+    assert {k for k in a if a[k] != b[k]} <= {"resume_from", "learning_rate"}, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
 def test_configure_lora_and_sidebar_in_german(page, studio):
