@@ -2,7 +2,8 @@
 
 Each side runs in its own process (`python -m bench.ops --side … --result R.json -- …`), through its real
 entry point (ours: `trainer.job.run_job`; the script: `runpy`, unchanged), with `bench.opcount.StepWindow`
-counting the second iteration of its loop; the process stops right after it.
+counting one iteration of its loop (the script: the second; ours: the first after its first epoch, as ours
+encodes each picture once, on first use); the process stops right after it.
 """
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def main() -> int:
     ap.add_argument("--result", required=True)
     ap.add_argument("--script", default="")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--window-start", type=int, default=1,
+                    help="count from the end of this optimizer step to the end of the next one")
     ap.add_argument("rest", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     rest = a.rest[1:] if a.rest[:1] == ["--"] else a.rest
@@ -58,7 +61,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         emulate_cuda_optimizer_defaults()
 
-    window = StepWindow(start=1).install()
+    window = StepWindow(start=a.window_start).install()
     pause_during_data_loading(lambda: window.counter)
     res: dict = {"side": a.side, "ok": False}
     try:

@@ -103,3 +103,36 @@ def test_build_items_with_buckets_and_cache(tmp_path, tiny_sd15):
         assert torch.equal(a.latent, b.latent) and a.size == b.size
     f = 2 ** (len(bm.vae.config.block_out_channels) - 1)
     assert [tuple(i.latent.shape[1:]) for i in first] == [(h // f, w // f) for w, h in sizes]
+
+
+def test_items_encode_on_first_use_with_the_eager_values(tmp_path, tiny_sd15):
+    """Lazy encoding (the training loop's, on the CPU) reads and encodes only what a batch asks for, caches each
+    latent as it goes, and gives exactly the tensors that encoding everything up front gives."""
+    from trainer.encode import ItemEncoder, build_items
+    from trainer.models import load_base_model
+
+    torch.set_num_threads(1)
+    root = guide_dataset(tmp_path / "ds", n=3)
+    ds, _ = check_dataset(root, resolution=96, trigger_token="tok")
+    sizes = plan_buckets(ds.image_sizes(), 96, step=32)
+    bm = load_base_model(str(tiny_sd15))
+    cache = LatentCache(tmp_path / "lazy-cache", vae_id="tiny")
+    enc = ItemEncoder(bm, torch.device("cpu"), cache_text=True, latent_cache=cache)
+    items = enc.items(ds, sizes)
+    assert not any(it.encoded for it in items) and not (tmp_path / "lazy-cache").exists()
+    assert enc.ensure([items[1], items[1]]) == [items[1]]  # each item once
+    assert [it.encoded for it in items] == [False, True, False]
+    assert (cache.hits, cache.misses) == (0, 1) and len(list((tmp_path / "lazy-cache").rglob("*.safetensors"))) == 1
+    assert enc.ensure([items[1]]) == [] and enc.pending
+    enc.ensure(items)
+    assert not enc.pending and (cache.hits, cache.misses) == (0, 3)
+    assert [p.name for p in (tmp_path / "lazy-cache").rglob("*") if p.is_file() and not p.name.endswith(".safetensors")] == []
+    eager = build_items(bm, ds, sizes, torch.device("cpu"), cache_text=True,
+                        latent_cache=LatentCache(tmp_path / "eager-cache", vae_id="tiny"))
+    for a, b in zip(items, eager):
+        assert a.size == b.size and a.caption == b.caption
+        assert torch.equal(a.latent, b.latent) and torch.equal(a.embeds, b.embeds)
+        assert all(torch.equal(x, y) for x, y in zip(a.input_ids, b.input_ids))
+    # a later run served from the lazily written cache gets the same bits
+    again = build_items(bm, ds, sizes, torch.device("cpu"), cache_text=True, latent_cache=cache)
+    assert cache.hits == 3 and all(torch.equal(a.latent, b.latent) for a, b in zip(items, again))

@@ -98,6 +98,29 @@ def test_buckets_keep_aspect_ratios_and_second_run_skips_the_vae(tmp_path, tiny_
     assert calls["n"] == 1
 
 
+def test_first_step_waits_only_for_its_own_batch(tmp_path, tiny_sd15, sample_dataset, monkeypatch):
+    """On the CPU the VAE encodes a picture when a batch first needs it (issue #12): by the end of step 1 only
+    that batch's pictures were encoded; the rest follow as training (and the held-out loss) reaches them."""
+    from diffusers import AutoencoderKL
+
+    from trainer.loop import Callbacks
+
+    encoded, at_step = {"n": 0}, {}
+    real = AutoencoderKL.encode
+
+    def counting(self, x, *a, **k):
+        encoded["n"] += x.shape[0]
+        return real(self, x, *a, **k)
+
+    monkeypatch.setattr(AutoencoderKL, "encode", counting)
+    cfg = TrainConfig.from_dict(tiny_overrides(tmp_path, tiny_sd15, sample_dataset, max_train_steps=2,
+                                               train_batch_size=1, preview_every=-1))
+    res = run_job(cfg, Callbacks(on_step=lambda info: at_step.setdefault(info.step, encoded["n"])))
+    assert at_step[1] == 1 and at_step[2] == 2
+    assert encoded["n"] == 4  # the held-out loss after training needed the other two; each picture once
+    assert res.record["latent_cache"] == {"hits": 0, "misses": 4, "write_errors": 0}
+
+
 def test_prior_preservation_generates_once_and_records_both_terms(tmp_path, tiny_sd15, sample_dataset, monkeypatch):
     from trainer import prior
 

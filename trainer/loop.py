@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .config import TrainConfig
 from .data import augment_caption
 from .data.captions import apply_caption_dropout
-from .encode import Item, encode_tokens, tokenize
+from .encode import Item, ItemEncoder, encode_tokens, tokenize
 from .errors import TrainingCancelled, TrainingFailed
 from .fused_lora import AdapterCast
 from .lora import AdapterSpec, adapter_state_dict, inject, load_adapter_state_dict
@@ -87,9 +87,10 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, bm: BaseModel, items: list[Item], accelerator, callbacks: Callbacks,
                  prior_items: list[Item] | None = None, checkpointer: Callable[[int], Any] | None = None,
-                 previewer: Callable[[int], None] | None = None):
+                 previewer: Callable[[int], None] | None = None, encoder: ItemEncoder | None = None):
         self.cfg, self.bm, self.items, self.acc, self.cb = cfg, bm, items, accelerator, callbacks
         self.prior_items = prior_items or []
+        self.encoder = encoder  # encodes items on first use; None: every item arrives encoded
         self.checkpointer, self.previewer = checkpointer, previewer
         self.device = accelerator.device
         self.dtype = weight_dtype(cfg.mixed_precision)
@@ -174,32 +175,46 @@ class Trainer:
     def _place_items(self) -> None:
         """Cached latents and embeddings go to the device once (the text already in the compute dtype), so a
         step reads them without a host-to-device copy; a dataset too big for that stays in pinned memory
-        and is copied with non_blocking. With caption dropout on cached text, the empty caption's embedding
-        is computed once here instead of running the text encoder every step."""
-        every = self.items + self.prior_items
-        size = sum(t.numel() * t.element_size() for it in every
-                   for t in (it.latent, it.embeds, it.pooled, it.time_ids) if t is not None)
-        on_device = self.device.type == "cpu" or size <= ITEMS_ON_DEVICE_BYTES
-        cuda = self.device.type == "cuda"
-
-        def move(t, dtype=None):
-            if t is None:
-                return None
-            if on_device:
-                return t.to(self.device, dtype=dtype)
-            t = t.to(dtype) if dtype is not None else t
-            return t.pin_memory() if cuda else t
-
-        for it in every:
-            it.latent = move(it.latent)
-            it.embeds, it.pooled = move(it.embeds, self.dtype), move(it.pooled, self.dtype)
-            it.time_ids = move(it.time_ids, self.dtype)
-        if self.cfg.caption_dropout > 0 and not self.cfg.shuffle_tags and self.items and \
-                self.items[0].embeds is not None:
+        and is copied with non_blocking. Items encoded on first use are placed as they are encoded. With
+        caption dropout on cached text, the empty caption's embedding is computed once here instead of
+        running the text encoder every step."""
+        self._on_device: bool | None = None
+        every = {id(it): it for it in self.items + self.prior_items}
+        self._unique_items = len(every)
+        self._place([it for it in every.values() if it.encoded])
+        cache_text = not (self.cfg.train_text_encoder or self.cfg.shuffle_tags)
+        if self.cfg.caption_dropout > 0 and cache_text and self.items:
             with torch.no_grad():
                 embeds, pooled = encode_tokens(self.bm, tokenize(self.bm, [""]))
-            self._empty_cond = (move(embeds[0], self.dtype), move(pooled[0], self.dtype) if pooled is not None
-                                else None)
+            self._empty_cond = (self._move(embeds[0], self.dtype),
+                                self._move(pooled[0], self.dtype) if pooled is not None else None)
+
+    def _move(self, t, dtype=None):
+        if t is None:
+            return None
+        if self._on_device is not False:  # (undecided: only the empty caption's embedding, before any item)
+            return t.to(self.device, dtype=dtype)
+        t = t.to(dtype) if dtype is not None else t
+        return t.pin_memory() if self.device.type == "cuda" else t
+
+    def _place(self, items: list[Item]) -> None:
+        if not items:
+            return
+        if self._on_device is None:  # decided on the first items placed, for the whole dataset
+            first = items[0]
+            size = sum(t.numel() * t.element_size() for t in (first.latent, first.embeds, first.pooled, first.time_ids)
+                       if t is not None) * self._unique_items
+            self._on_device = self.device.type == "cpu" or size <= ITEMS_ON_DEVICE_BYTES
+        for it in items:
+            it.latent = self._move(it.latent)
+            it.embeds, it.pooled = self._move(it.embeds, self.dtype), self._move(it.pooled, self.dtype)
+            it.time_ids = self._move(it.time_ids, self.dtype)
+
+    def _ensure(self, items: list[Item]) -> None:
+        """Encode (and place) the items of a batch that are not encoded yet: the first epoch's steps pay for
+        their own pictures, instead of the user waiting for the whole dataset before step 1."""
+        if self.encoder is not None:
+            self._place(self.encoder.ensure(items))
 
     # ------------------------------------------------------------ data order
     def _epoch_batches(self, items: list[Item], epoch: int) -> list[list[int]]:
@@ -245,6 +260,7 @@ class Trainer:
 
     def _collate(self, items: list[Item], idx: list[int], augment: bool = False):
         chosen = [items[i] for i in idx]
+        self._ensure(chosen)
         latents = self._batch([it.latent for it in chosen])
         ids = None
         embeds = [it.embeds for it in chosen]
@@ -334,6 +350,7 @@ class Trainer:
         this runs while the user waits, and eight separate full-size forwards cost seconds."""
         g = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 7919)
         idx = list(range(min(n, len(self.items))))
+        self._ensure([self.items[i] for i in idx])
         T = self.bm.scheduler.config.num_train_timesteps
         noise = [torch.randn((1, *self.items[i].latent.shape), generator=g, device=self.device) for i in idx]
         steps = [int((k + 0.5) * T / len(idx)) for k in range(len(idx))]  # spread over the schedule

@@ -22,8 +22,9 @@ from .quality import file_sha256
 
 log = logging.getLogger("lora_studio.data.cache")
 
-# part of every key: a change in encoding invalidates old entries (v2: large pictures are box-reduced first)
-CACHE_FORMAT = "lora-studio-latent-v2"
+# part of every key: a change in encoding invalidates old entries (v2: large pictures are box-reduced first;
+# v3: one picture per VAE call, so a latent no longer depends on which pictures shared its batch)
+CACHE_FORMAT = "lora-studio-latent-v3"
 _KEY = re.compile(r"^[0-9a-f]{64}$")
 
 
