@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 
-from ..trainer import ConfigError, Problem, apply_preset
-from ..trainer.commands import train_command
+from ..trainer import ConfigError, LoraStudioError, Problem, apply_preset
+from ..trainer.commands import config_command
 from ..trainer.config import field_default, field_type, spec
-from ..trainer.presets import CONFIGURE_WIDGETS, KEEP, PRESETS, get_preset, overrides_from_widgets, widget_kind
+from ..trainer.presets import (CONFIGURE_WIDGETS, DEFAULT_PRESET, KEEP, PRESETS, get_preset, overrides_from_widgets,
+                               preset_widgets, widget_kind)
 from .comfy_bridge import CATEGORY, Config, checkpoint_names, checkpoint_path, confined, io, loras_dir
 
 PRESET_TITLES = [p.title for p in PRESETS.values()]
-TIP_KEEP = "0 keeps the preset's value."
+DEFAULTS = preset_widgets(DEFAULT_PRESET)  # the widgets show the default preset's values
+TIP_PRESET = "Shows the preset's value; picking another preset sets it. 0 (older workflows) = the preset's value."
+TIP_KEEP = "Shows the preset's value; picking another preset sets it. 'preset' = the preset's value."
 # Widget details that are about the widget, not the field: step sizes and rounding of the number boxes.
 NUMBER_OPTIONS = {"resolution": {"step": 8}, "learning_rate": {"step": 0.00001, "round": 1e-7}, "alpha": {"step": 1.0}}
 
@@ -49,34 +52,43 @@ def make_config(kw: dict, resolve_checkpoint: bool = True):
     return apply_preset(get_preset(kw["preset"]).key, confined(overrides))  # refused here already at queue time
 
 
-def headless_command(cfg, dataset: str = "<dataset folder>") -> str:
-    """The guide's copyable line: the same job from a terminal (one GPU or several, via accelerate)."""
-    preset = get_preset(cfg.preset)
-    base = apply_preset(preset.key).to_dict()
-    skip = {"preset", "base_model", "dataset", "output_dir", "name"}
-    sets = [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in cfg.to_dict().items()
-            if k not in skip and base.get(k) != v]
-    parts = ["--preset", preset.key, "--name", cfg.name, "--base-model", cfg.base_model, "--dataset", dataset,
-             "--output-dir", cfg.output_dir]
-    for s in sets:
-        parts += ["--set", s]
-    return train_command(parts)
+def live_command(widgets: dict, dataset: dict | None = None) -> dict:
+    """Configure LoRA's command while the user edits (POST /lora_studio/command): the config Train LoRA would run
+    with these widgets and Load Dataset's values, and its line from trainer.commands.config_command, the one
+    builder of that command. {"command", "config", "overrides": {field: {value, preset}}, "error"}."""
+    from ..trainer.studio.jobs import settings_differing_from_preset
+    from .dataset import confine_dataset
+    from .train import train_config
+
+    try:
+        cfg = make_config(widgets).to_dict()
+        data = dataset or {}
+        if str(data.get("dataset") or "").strip():
+            cfg = train_config({"root": str(confine_dataset(str(data["dataset"]))),
+                                "trigger_token": str(data.get("trigger_token") or ""),
+                                "placeholder": str(data.get("placeholder") or field_default("placeholder"))},
+                               cfg, "auto").to_dict()
+    except LoraStudioError as e:  # bad values, a missing checkpoint, a dataset outside the input folder
+        return {"command": "", "config": None, "overrides": {}, "error": str(e)}
+    return {"command": config_command(cfg), "config": cfg, "overrides": settings_differing_from_preset(cfg),
+            "error": None}
 
 
 def override_input(name: str) -> io.Input:
     """One override widget, from the config field's definition (type, range, choices, help)."""
     s, kind = spec(name), widget_kind(name)
-    keep = f"{s.help} 'preset' keeps the preset's value."
+    keep = f"{s.help} {TIP_KEEP}"
+    # min 0 and the "preset" option stay: older workflows saved them for "keep the preset's value"
     if kind == "number" and field_type(name) == "int":
-        return io.Int.Input(name, default=0, min=0, max=int(s.hi), optional=True, tooltip=f"{s.help} {TIP_KEEP}",
-                            **NUMBER_OPTIONS.get(name, {}))
+        return io.Int.Input(name, default=DEFAULTS[name], min=0, max=int(s.hi), optional=True,
+                            tooltip=f"{s.help} {TIP_PRESET}", **NUMBER_OPTIONS.get(name, {}))
     if kind == "number":
-        return io.Float.Input(name, default=0.0, min=0.0, max=float(s.hi), optional=True,
-                              tooltip=f"{s.help} {TIP_KEEP}", **NUMBER_OPTIONS.get(name, {}))
+        return io.Float.Input(name, default=float(DEFAULTS[name]), min=0.0, max=float(s.hi), optional=True,
+                              tooltip=f"{s.help} {TIP_PRESET}", **NUMBER_OPTIONS.get(name, {}))
     if kind == "switch":
-        return io.Combo.Input(name, options=[KEEP, "on", "off"], default=KEEP, optional=True, tooltip=keep)
+        return io.Combo.Input(name, options=[KEEP, "on", "off"], default=DEFAULTS[name], optional=True, tooltip=keep)
     if kind == "choice":
-        return io.Combo.Input(name, options=[KEEP, *s.choices], default=KEEP, optional=True, tooltip=keep)
+        return io.Combo.Input(name, options=[KEEP, *s.choices], default=DEFAULTS[name], optional=True, tooltip=keep)
     if kind == "auto":
         return io.Combo.Input(name, options=["auto", *s.choices], default="auto", optional=True,
                               tooltip=f"{s.help} auto picks that for this machine.")
@@ -99,12 +111,13 @@ class ConfigureLoRA(io.ComfyNode):
             display_name="Configure LoRA (LoRA Studio)",
             category=CATEGORY,
             description="Chooses the base model and one of the three presets of the AI4ArtsEd guide, with every "
-                        "value overridable. 0 or 'preset' keeps the preset's value. Checked on the server before the "
-                        "run; also gives the exact command that runs the same job headless.",
+                        "value overridable: the widgets show the chosen preset's values, a changed one is marked as an override. "
+                        "Checked on the server before the run; the panel shows the exact command that runs the same "
+                        "job headless, updated while you edit.",
             inputs=[
                 io.Combo.Input("ckpt_name", options=checkpoint_names(), tooltip="The base model to adapt (SD 1.5, "
                                "SD 2.x or SDXL), from models/checkpoints. Use the same model later with the LoRA."),
-                io.Combo.Input("preset", options=PRESET_TITLES, default=PRESET_TITLES[0], tooltip=" | ".join(
+                io.Combo.Input("preset", options=PRESET_TITLES, default=PRESETS[DEFAULT_PRESET].title, tooltip=" | ".join(
                     f"{p.title}: {p.suited_for_en} — {p.focus_en}" for p in PRESETS.values())),
                 io.String.Input("name", default=field_default("name"), tooltip=spec("name").help),
                 *(override_input(name) for name in CONFIGURE_WIDGETS),
@@ -138,6 +151,7 @@ class ConfigureLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, **kw) -> io.NodeOutput:
-        cfg = make_config(kw)
-        command = headless_command(cfg)
-        return io.NodeOutput(cfg.to_dict(), command, ui={"command": [command]})  # ui: the copy-command panel
+        cfg = make_config(kw).to_dict()
+        # The panel's command is the live one (with Load Dataset's dataset and trigger, POST /lora_studio/command)
+        # and after a run the job's own --job line; this output has no dataset: Train LoRA adds it.
+        return io.NodeOutput(cfg, config_command(cfg))

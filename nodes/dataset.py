@@ -32,11 +32,21 @@ def resolve_dataset(name: str) -> Path:
     return path
 
 
+def confine_dataset(name: str) -> Path:
+    """The folder resolve_dataset gives for `name`, without importing anything (for the live command)."""
+    path = confine(name, allowed_roots())
+    return _zip_target(path) if path.suffix.lower() == ".zip" and path.is_file() else path
+
+
+def _zip_target(zip_path: Path) -> Path:
+    digest = file_sha256(zip_path)[:10]  # streamed and remembered: a large ZIP is not read into memory
+    return zip_path.with_name(f"{zip_path.stem}-{digest}")
+
+
 def _import_zip_once(zip_path: Path) -> Path:
     from ..trainer.data import import_zip
 
-    digest = file_sha256(zip_path)[:10]  # streamed and remembered: a large ZIP is not read into memory
-    target = zip_path.with_name(f"{zip_path.stem}-{digest}")
+    target = _zip_target(zip_path)
     if target.is_dir():  # the same ZIP was imported before: reuse it rather than unpack again
         return target
     return import_zip(zip_path, zip_path.parent, name=target.name)

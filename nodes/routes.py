@@ -9,6 +9,7 @@
     GET    /lora_studio/datasets/{name}           an uploaded dataset's report and flagged pictures
     GET    /lora_studio/datasets/{name}/thumb?file=  a thumbnail of one of its pictures
     DELETE /lora_studio/datasets/{name}           delete one's own upload
+    POST   /lora_studio/command                   Configure LoRA's command for {"widgets": {…}, "dataset": {…}}
 
 Every refusal is JSON {"error": message} with a 4xx status; no traceback reaches the browser. ComfyUI also
 serves each route under /api (the frontend's api.fetchApi uses that prefix).
@@ -241,23 +242,26 @@ async def delete_dataset(request):
     return _json({"deleted": request.match_info["name"]})
 
 
-# --------------------------------------------------------------------------- the live command's inputs
+# --------------------------------------------------------------------------- the live command
 
 @_handler
-async def builder(request):
-    """What the browser needs besides web/presets.json to build Configure LoRA's command as the server would."""
-    import os
+async def live_command(request):
+    """Configure LoRA's command for the widget values the browser sends, built by the server's one builder."""
+    from .configure import live_command as build
 
-    from ..trainer.commands import cli_argv
-    from .configure import _auto_precision
-
-    fp = bridge.folder_paths()
-    names = bridge.checkpoint_names()
-    cli, cwd = cli_argv()  # the same start the server prints in its own commands
-    return _json({"cli": cli, "cwd": str(cwd) if cwd else None, "input_dir": str(bridge.input_dir()),
-                  "output_dir": str(bridge.loras_dir()),
-                  "auto_precision": _auto_precision(), "sep": os.sep,
-                  "checkpoints": {n: fp.get_full_path("checkpoints", n) for n in names} if fp else {}})
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("widgets"), dict) \
+            or not isinstance(body.get("dataset") or {}, dict):
+        raise StudioError(400, 'Send JSON {"widgets": {Configure LoRA\'s values}, "dataset": {Load Dataset\'s '
+                               'values}}. Fix: see the README\'s routes section.')
+    widgets = {k: v for k, v in body["widgets"].items() if isinstance(k, str)}
+    if "ckpt_name" not in widgets or "preset" not in widgets:
+        raise StudioError(400, "widgets needs ckpt_name and preset. Fix: send every Configure LoRA widget value.")
+    result = await asyncio.get_running_loop().run_in_executor(None, build, widgets, body.get("dataset") or {})
+    return _json(result)
 
 
 # --------------------------------------------------------------------------- registration
@@ -290,7 +294,7 @@ def register() -> bool:
     r.post("/lora_studio/jobs/{id}/cancel")(cancel_job)
     r.get("/lora_studio/jobs/{id}/{kind:preview}/{file}")(job_download)
     r.get("/lora_studio/jobs/{id}/{kind:bias_grid|lora|record}")(job_download)
-    r.get("/lora_studio/builder")(builder)
+    r.post("/lora_studio/command")(live_command)
     r.get("/lora_studio/datasets")(list_datasets)
     r.post("/lora_studio/datasets")(upload_dataset)
     r.get("/lora_studio/datasets/{name}")(dataset_info)

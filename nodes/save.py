@@ -47,4 +47,5 @@ class SaveLoRAToModels(io.ComfyNode):
                 notes.append(f"warning: the LoRA is saved, but {target.name} could not be written: {e}")
         refresh_lora_list()
         name = path.relative_to(folder).as_posix()
-        return io.NodeOutput(name, ui={"text": [f"saved {name}", *notes]})
+        # ui.job: the node finds its record again when the graph is shown again (tab switch, reload)
+        return io.NodeOutput(name, ui={"text": [f"saved {name}", *notes], "job": [record.get("id") or ""]})

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..trainer.config import field_type
-from ..trainer.presets import CONFIGURE_WIDGETS, KEEP, apply_preset, get_preset, widget_kind
+from ..trainer.presets import CONFIGURE_WIDGETS, apply_preset, get_preset, widget_kind
 
 # set by Train LoRA / Load Dataset / the checkpoint list, never by the user in `extra`
 _FROM_ELSEWHERE = {"preset", "name", "base_model", "dataset", "trigger_token", "placeholder", "output_dir", "jobs_dir",
@@ -17,20 +16,17 @@ _FROM_ELSEWHERE = {"preset", "name", "base_model", "dataset", "trigger_token", "
 
 
 def configure_inputs(config: dict, ckpt_name: str) -> dict:
-    """Configure LoRA's widget values that rebuild `config` (0 / 'preset' where the preset's value holds)."""
+    """Configure LoRA's widget values that rebuild `config`, showing the preset's values where they hold."""
     preset = get_preset(config.get("preset") or "fotostudio")
     base = apply_preset(preset.key).to_dict()
     w: dict = {"ckpt_name": ckpt_name, "preset": preset.title, "name": config.get("name") or "my_lora"}
     prior = bool(config.get("with_prior_preservation"))
     for name in CONFIGURE_WIDGETS:
         kind, v = widget_kind(name), config.get(name, base.get(name))
-        same = v == base.get(name)
-        if kind == "number":
-            w[name] = (0 if field_type(name) == "int" else 0.0) if same else v
+        if kind in ("number", "choice"):
+            w[name] = v
         elif kind == "switch":
-            w[name] = KEEP if same else ("on" if v else "off")
-        elif kind == "choice":
-            w[name] = KEEP if same else v
+            w[name] = "on" if v else "off"
         elif kind in ("auto", "always"):
             w[name] = v
         elif kind == "class_prompt":

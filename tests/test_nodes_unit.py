@@ -1,5 +1,5 @@
 """The node adapters on the real ComfyUI's V3 API (comfy_api from COMFYUI_PATH; skipped without it):
-server-side validation messages, the headless command, the schema as ComfyUI reads it."""
+server-side validation messages, the schema as ComfyUI reads it."""
 from __future__ import annotations
 
 import importlib
@@ -43,29 +43,6 @@ def test_validate_inputs_returns_the_trainers_message(nodes, with_checkpoint):
     assert "not one of" in v(**dict(ok, ckpt_name="missing.safetensors"))
     assert "not one of" in v(**dict(ok, train_text_encoder="maybe"))
     assert v(**dict(ok, rank=16.0)) is True  # a float widget value for an integer field (API clients send them)
-
-
-def test_headless_command_rebuilds_the_same_config(nodes, with_checkpoint, monkeypatch):
-    out = nodes.ConfigureLoRA.execute(ckpt_name="v1-5.safetensors", preset="Galerie – Feinabstimmung",
-                                      name="mein stil", rank=16, learning_rate=2e-5, seed=7,
-                                      lr_scheduler="linear", mixed_precision="no",
-                                      extra='{"unet_target_modules": ["to_q", "to_v"], "noise_offset": 0.05}')
-    config, command = out.result
-    assert out.ui == {"command": [command]}
-    cd, rest = command.split("&&", 1)
-    folder = shlex.split(cd)[1]
-    argv = shlex.split(rest)
-    assert argv[1:4] == ["-m", "trainer", "train"]  # <python> -m trainer train, run in the pack's folder
-    from trainer.cli import PATH_FIELDS, parser
-
-    args = parser().parse_args(argv[3:])
-    monkeypatch.chdir(folder)  # relative paths mean what they mean after the command's `cd`
-    rebuilt = build_config(args).to_dict()
-    for key, value in config.items():
-        if key in PATH_FIELDS and value and not Path(value).is_absolute():
-            value = str(Path(folder) / value)
-        if key != "dataset":
-            assert rebuilt[key] == value, key
 
 
 def test_class_prompt_turns_prior_preservation_on(nodes, with_checkpoint):

@@ -671,7 +671,7 @@ def test_web_helpers_in_node(tmp_path):
     mods = _as_modules(tmp_path)
     code = f"""
 import {{ addLossPoint, newLossState, setLossHistory, smoothLosses, formatEta, matchesNode, chartCaption }} from "{mods['lora_studio_chart'].as_uri()}";
-import {{ effectiveValues, findPreset, DEFAULT_STRINGS }} from "{mods['lora_studio_panel'].as_uri()}";
+import {{ findPreset, overriddenWidgets, panelRows, widgetUpdates, DEFAULT_STRINGS }} from "{mods['lora_studio_panel'].as_uri()}";
 import fs from "node:fs";
 const ok = (c, m) => {{ if (!c) {{ console.error("FAIL: " + m); process.exit(1); }} }};
 const s = newLossState();
@@ -697,18 +697,23 @@ const p = findPreset(presets, "Atelier – Detailtreue");
 const kinds = presets.widgets;
 ok(p && p.key === "atelier", "preset by title");
 ok(findPreset(presets, "galerie").key === "galerie" && findPreset(presets, "nope") === null, "preset by key");
-const r = effectiveValues(p, {{resolution: 0, rank: 16, train_text_encoder: "on", lr_scheduler: "preset",
-  mixed_precision: "auto", extra: '{{"snr_gamma": 0, "noise_offset": 0.05}}'}}, kinds);
-const by = Object.fromEntries(r.rows.map(x => [x.field, x]));
-ok(by.resolution.value === 512 && !by.resolution.overridden, "0 keeps the preset's value");
-ok(by.rank.value === 16 && by.rank.overridden && by.rank.preset === 32, "a widget overrides the preset");
-ok(by.train_text_encoder.value === true && by.train_text_encoder.overridden, "on/off override booleans");
-ok(by.lr_scheduler.value === "cosine" && !by.lr_scheduler.overridden, "'preset' keeps the preset's value");
-ok(by.snr_gamma.value === 0 && by.snr_gamma.overridden, "extra JSON overrides too");
-ok(by.noise_offset.preset === undefined && by.noise_offset.value === 0.05, "fields the preset leaves alone");
-ok(effectiveValues(p, {{extra: "{{oops"}}, kinds).extraError, "bad extra JSON is reported");
-const cp = Object.fromEntries(effectiveValues(p, {{class_prompt: " a fox ", num_class_images: 50}}, kinds).rows.map(x => [x.field, x.value]));
-ok(cp.with_prior_preservation === true && cp.class_prompt === "a fox" && cp.num_class_images === 50, "class prompt turns on prior preservation");
+const shown = presets.widget_values.atelier;
+ok(shown.rank === 32 && shown.lr_scheduler === "cosine" && shown.train_text_encoder === "off", "atelier's widget values");
+const old = {{preset: p.title, resolution: 0, rank: 16, train_text_encoder: "on", lr_scheduler: "preset", seed: 7}};
+const up = widgetUpdates(presets, "atelier", old);
+ok(up.resolution === 512 && up.lr_scheduler === "cosine" && !("rank" in up) && !("train_text_encoder" in up)
+   && !("seed" in up), "0 / 'preset' of older workflows become the preset's value; set values stay: " + JSON.stringify(up));
+const galerie = widgetUpdates(presets, "galerie", {{...shown, rank: 16, seed: 7}}, true);
+ok(galerie.resolution === 640 && galerie.rank === 32 && galerie.train_text_encoder === "on" && !("seed" in galerie),
+   "a new preset sets the widgets of the fields it defines: " + JSON.stringify(galerie));
+ok(JSON.stringify(overriddenWidgets(presets, "atelier", {{...shown, rank: 16, learning_rate: 5e-5}})) === '["rank"]',
+   "only a value that differs from the preset's is an override");
+ok(overriddenWidgets(presets, "atelier", {{...shown, resolution: 0, lr_scheduler: "preset"}}).length === 0, "0 / preset are none");
+const rows = Object.fromEntries(panelRows(p, {{overrides: {{rank: {{value: 16, preset: 32}}, noise_offset: {{value: 0.05, preset: 0}}}}}})
+  .map((x) => [x.field, x]));
+ok(rows.rank.value === 16 && rows.rank.overridden && rows.rank.preset === 32 && !rows.resolution.overridden, "rows");
+ok(rows.noise_offset.overridden && rows.noise_offset.preset === 0, "settings the preset leaves alone");
+ok(panelRows(p, null).every((x) => !x.overridden), "the preset as it is while the server's answer is on its way");
 const en = JSON.parse(fs.readFileSync("{(LOCALES / 'en' / 'main.json').as_posix()}", "utf8")).loraStudio;
 ok(JSON.stringify(en) === JSON.stringify(DEFAULT_STRINGS), "DEFAULT_STRINGS in lora_studio_panel.js = locales/en/main.json");
 console.log("ok");

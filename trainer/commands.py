@@ -9,10 +9,12 @@ run as `python -m trainer` from that folder. The printed command is the form tha
 """
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 PACK_DIR = Path(__file__).resolve().parent.parent  # the checkout / custom node folder (unused when installed)
 SCRIPT = "lora-studio"
@@ -71,6 +73,41 @@ def train_command(args: list[str]) -> str:
     """`<cli> train` with these arguments."""
     cli, cwd = cli_argv()
     return shell_join(cli + ["train", *args], cwd)
+
+
+# Fields with a flag of their own; resume_from is how this one run starts, not the job (the CLI resumes by itself
+# with `resume`), and num_threads is the machine's (the record pins it; a --job rerun keeps it).
+_FLAGS = (("name", "--name"), ("base_model", "--base-model"), ("dataset", "--dataset"), ("trigger_token", "--trigger"),
+          ("output_dir", "--output-dir"), ("jobs_dir", "--jobs-dir"))
+_NOT_SET = {"preset", "resume_from", "num_threads", *(k for k, _ in _FLAGS)}
+
+
+def config_argv(config: dict[str, Any]) -> list[str]:
+    """`train` arguments that rebuild `config` (a TrainConfig's dict): its preset, the flagged fields that are set,
+    and `--set key=value` for every other field that differs from the preset. Values are written the way the
+    CLI reads them back (trainer.cli._parse_value): text fields as typed (so "1234" or "true" stay text),
+    everything else as JSON."""
+    from .config import field_type
+    from .presets import apply_preset, get_preset
+
+    key = get_preset(config.get("preset") or "").key
+    base = apply_preset(key).to_dict()
+    args = ["--preset", key]
+    for field_name, flag in _FLAGS:
+        if config.get(field_name) and (field_name != "jobs_dir" or config[field_name] != base[field_name]):
+            args += [flag, str(config[field_name])]
+    for k, v in config.items():
+        if k in _NOT_SET or k not in base or base[k] == v:
+            continue
+        text = v if field_type(k) == "str" and isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+        args += ["--set", f"{k}={text}"]
+    return args
+
+
+def config_command(config: dict[str, Any]) -> str:
+    """The one copyable line for a config (Configure LoRA's live command, its `command` output): shell-quoted,
+    runnable as copied from any folder (it `cd`s into the pack where it must)."""
+    return train_command(config_argv(config))
 
 
 def resume_command(record_path: Path | str, checkpoint: Path | str) -> str:

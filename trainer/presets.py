@@ -110,9 +110,12 @@ def apply_preset(key: str, overrides: dict[str, Any] | None = None) -> TrainConf
 
 
 # The overrides the Configure LoRA node offers as widgets, in widget order (saved UI workflows store widget
-# values by position: append, never reorder). How a widget maps to its field follows from the field's type:
-#   "number"  0 keeps the preset's value          "switch"  preset / on / off
-#   "choice"  preset / one of the field's choices
+# values by position: append, never reorder). The widgets show the chosen preset's values (preset_widgets);
+# a value equal to the preset's is no override. How a widget maps to its field follows from the field's type:
+#   "number"  the value; 0 keeps the preset's     "switch"  on / off (or "preset")
+#   "choice"  one of the field's choices (or "preset")
+# 0 and "preset" are what older workflows saved ("keep the preset's value"): still read that way, and the
+# frontend shows the preset's value in their place.
 # and three fields read differently: mixed_precision ("auto", also when absent = what the GPU has), seed
 # (always set) and class_prompt (text turns prior preservation on).
 # nodes/configure.py builds its widgets from this table and web/presets.json carries it to the panel's JS.
@@ -161,8 +164,32 @@ def overrides_from_widgets(widgets: dict[str, Any], auto_precision: str = "no") 
     return o
 
 
+def preset_widgets(key: str) -> dict[str, Any]:
+    """Configure LoRA's widget values that show preset `key` as it is (the inverse of overrides_from_widgets):
+    the node's defaults for the default preset, and what the frontend sets when the preset changes."""
+    values = apply_preset(key).to_dict()
+    out: dict[str, Any] = {}
+    for name in CONFIGURE_WIDGETS:
+        kind, v = widget_kind(name), values[name]
+        if kind == "switch":
+            out[name] = "on" if v else "off"
+        elif kind == "auto":
+            out[name] = "auto"  # what this machine's GPU has, decided at run time
+        elif kind == "class_prompt":
+            out[name] = v if values["with_prior_preservation"] else ""
+        else:
+            out[name] = v
+    return out
+
+
+DEFAULT_PRESET = next(iter(PRESETS))
+
+
 def web_table() -> dict[str, Any]:
-    """web/presets.json: the presets, the widget kinds and every field's definition, for the preset panel."""
+    """web/presets.json: the presets, the widget kinds, each preset's widget values and every field's
+    definition, for the preset panel and the widgets' values when the preset changes."""
     return {"presets": {key: asdict(p) for key, p in PRESETS.items()},
             "widgets": {name: widget_kind(name) for name in CONFIGURE_WIDGETS},
+            "widget_values": {key: preset_widgets(key) for key in PRESETS},
+            "default_preset": DEFAULT_PRESET,
             "fields": field_table()}

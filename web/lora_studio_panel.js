@@ -1,6 +1,6 @@
-// LoRA Studio — the panel on Configure LoRA: the chosen preset's values (with this node's overrides)
-// and, after a run, the headless command with a copy button. No ComfyUI imports: the value logic runs
-// in Node.js for tests; the DOM parts need a browser.
+// LoRA Studio — the panel on Configure LoRA: the chosen preset's values (with this node's overrides, as the
+// server's builder reports them: POST /lora_studio/command) and the headless command with a copy button.
+// No ComfyUI imports: the value logic runs in Node.js for tests; the DOM parts need a browser.
 
 export const KEEP = "preset"; // combo value meaning "use the preset's value" (nodes/configure.py)
 /** English strings, the same as locales/en/main.json (a test keeps them equal); /i18n replaces them. */
@@ -15,14 +15,16 @@ export const DEFAULT_STRINGS = {
   "preset": {
     "unknown": "Pick one of the three presets.",
     "images": "images",
-    "presetValue": "preset"
+    "presetValue": "preset",
+    "overrides": "Changed from the preset:",
+    "noOverrides": "none (the preset as it is)"
   },
   "command": {
     "title": "Headless command",
     "copy": "Copy command",
     "copied": "Copied.",
     "copyFailed": "Could not copy: select the text and press Ctrl+C.",
-    "waiting": "Queue the workflow: the command that runs this job in a terminal (accelerate launch) appears here."
+    "waiting": "Pick a checkpoint and a dataset: the command that runs this job in a terminal appears here."
   },
   "fields": {
     "resolution": "resolution (px)",
@@ -40,6 +42,7 @@ export const DEFAULT_STRINGS = {
     "snr_gamma": "min-SNR gamma",
     "gradient_checkpointing": "gradient checkpointing",
     "checkpointing_steps": "checkpoint every",
+    "preview_every": "preview every",
     "unet_target_modules": "UNet layers",
     "mixed_precision": "mixed precision",
     "noise_offset": "noise offset",
@@ -47,6 +50,9 @@ export const DEFAULT_STRINGS = {
     "with_prior_preservation": "prior preservation",
     "class_prompt": "class prompt",
     "num_class_images": "class pictures"
+  },
+  "save": {
+    "saved": "saved"
   },
   "sidebar": {
     "title": "LoRA Studio",
@@ -108,48 +114,53 @@ export function findPreset(table, value) {
     [p.key, p.title.toLowerCase(), p.title.split(" ")[0].toLowerCase()].includes(v)) ?? null;
 }
 
-/** This node's overrides, read the way trainer/presets.py overrides_from_widgets reads them; `kinds` is
- *  presets.json's "widgets" (field → number | switch | choice | auto | always | class_prompt). The seed
- *  ("always") is no preset value: the panel leaves it to its own widget. */
-export function overridesFrom(widgets, kinds) {
-  const o = {};
-  let extraError = null;
-  for (const [k, kind] of Object.entries(kinds || {})) {
-    const v = widgets[k];
-    if (v == null) continue;
-    if (kind === "number" && Number(v)) o[k] = Number(v);
-    else if ((kind === "switch" || kind === "choice") && v !== KEEP) o[k] = kind === "switch" ? v === "on" : v;
-    else if (kind === "auto" && v !== "auto") o[k] = v;
-    else if (kind === "class_prompt" && String(v).trim()) {
-      Object.assign(o, { with_prior_preservation: true, class_prompt: String(v).trim() });
-    }
-  }
-  const extra = String(widgets.extra ?? "").trim();
-  if (extra) {
-    try {
-      const data = JSON.parse(extra);
-      if (data && typeof data === "object" && !Array.isArray(data)) Object.assign(o, data);
-      else extraError = "extra: a JSON object { … }";
-    } catch (e) {
-      extraError = `extra: ${e.message}`;
-    }
-  }
-  return { overrides: o, extraError };
+/** The widget values that show preset `key` (presets.json's widget_values, from trainer.presets.preset_widgets). */
+export function presetWidgetValues(table, key) {
+  return table?.widget_values?.[key] ?? {};
 }
 
-/** Rows for the panel: every preset value, then overrides of fields the preset leaves alone. */
-export function effectiveValues(preset, widgets, kinds) {
-  const { overrides, extraError } = overridesFrom(widgets || {}, kinds);
-  const values = preset?.values ?? {};
-  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
-  const rows = Object.entries(values).map(([field, pv]) => {
-    const has = Object.prototype.hasOwnProperty.call(overrides, field);
-    return { field, preset: pv, value: has ? overrides[field] : pv, overridden: has && !same(overrides[field], pv) };
-  });
-  for (const [field, v] of Object.entries(overrides)) {
-    if (!Object.prototype.hasOwnProperty.call(values, field)) rows.push({ field, preset: undefined, value: v, overridden: true });
+const sameValue = (a, b) => (typeof a === "number" || typeof b === "number")
+  ? Math.abs(Number(a) - Number(b)) <= 1e-12 * Math.max(1, Math.abs(Number(b))) : a === b;
+
+/** Configure LoRA's widget values as they should show: 0 (numbers) and "preset" (switches, choices), which older
+ *  workflows saved for "keep the preset's value", become the preset's value; with `presetChanged` every widget
+ *  of a field the new preset sets takes its value. Returns {name: value} of the widgets to change. */
+export function widgetUpdates(table, presetKey, widgets, presetChanged = false) {
+  const want = presetWidgetValues(table, presetKey);
+  const setByPreset = new Set(Object.keys(table?.presets?.[presetKey]?.values ?? {}));
+  const out = {};
+  for (const [name, kind] of Object.entries(table?.widgets ?? {})) {
+    if (!(name in want) || !["number", "switch", "choice"].includes(kind)) continue;
+    const v = widgets[name];
+    const keep = v == null || v === KEEP || (kind === "number" && Number(v) === 0);
+    if ((keep || (presetChanged && setByPreset.has(name))) && !sameValue(v, want[name])) out[name] = want[name];
   }
-  return { rows, extraError };
+  return out;
+}
+
+/** The widgets whose value differs from the preset's: they are overrides (marked on the node). */
+export function overriddenWidgets(table, presetKey, widgets) {
+  const want = presetWidgetValues(table, presetKey);
+  return Object.entries(table?.widgets ?? {})
+    .filter(([name, kind]) => ["number", "switch", "choice"].includes(kind) && name in want && widgets[name] != null
+      && widgets[name] !== KEEP && !(kind === "number" && Number(widgets[name]) === 0)
+      && !sameValue(widgets[name], want[name]))
+    .map(([name]) => name);
+}
+
+/** Rows for the panel: every preset value with this job's value, then the other settings the job changes.
+ *  `live` is the server's answer ({config, overrides: {field: {value, preset}}}); null while it is on its way. */
+export function panelRows(preset, live) {
+  const values = preset?.values ?? {};
+  const over = live?.overrides ?? {};
+  const rows = Object.entries(values).map(([field, pv]) => {
+    const o = over[field];
+    return { field, preset: pv, value: o ? o.value : pv, overridden: !!o };
+  });
+  for (const [field, o] of Object.entries(over)) {
+    if (!(field in values)) rows.push({ field, preset: o.preset, value: o.value, overridden: true });
+  }
+  return rows;
 }
 
 export function formatValue(x) {
@@ -197,7 +208,8 @@ const CSS = `
 .lora-studio-panel .ls-label { color: var(--descrip-text, #999); }
 .lora-studio-panel .ls-over { color: #ffb347; }
 .lora-studio-panel .ls-was { color: var(--descrip-text, #888); text-decoration: line-through; margin-left: 4px; }
-.lora-studio-panel .ls-error { color: #ff6b6b; }
+.lora-studio-panel .ls-error { color: #ff6b6b; white-space: pre-wrap; }
+.lora-studio-panel .ls-overrides b { font-weight: 600; }
 .lora-studio-panel .ls-cmd-head { display: flex; align-items: center; gap: 6px; margin-top: 4px; }
 .lora-studio-panel .ls-cmd-head b { flex: 1; }
 .lora-studio-panel button { font: inherit; cursor: pointer; padding: 1px 8px; border-radius: 4px;
@@ -205,6 +217,9 @@ const CSS = `
 .lora-studio-panel button:disabled { opacity: 0.5; cursor: default; }
 .lora-studio-panel textarea { box-sizing: border-box; width: 100%; min-height: 58px; resize: vertical; margin-top: 2px;
   font: 10px/1.3 monospace; color: inherit; background: var(--comfy-menu-bg, #1b1b1b); border: 1px solid var(--border-color, #444); }
+.lora-studio-saved { box-sizing: border-box; height: 100%; overflow: auto; padding: 4px 6px; font: 12px/1.35 sans-serif;
+  color: var(--input-text, #ddd); background: var(--comfy-input-bg, #222); border-radius: 6px; word-break: break-all; }
+.lora-studio-saved .ls-warn { color: #ffb347; }
 .lora-studio-chart { box-sizing: border-box; height: 100%; width: 100%; border-radius: 6px; overflow: hidden; }
 .lora-studio-chart canvas { display: block; width: 100%; height: 100%; }
 `;
@@ -231,11 +246,12 @@ export function buildConfigurePanel(t, onCopy) {
   const desc = el("div", { className: "ls-desc" });
   const grid = el("div", { className: "ls-grid" });
   const error = el("div", { className: "ls-error" });
+  const overrides = el("div", { className: "ls-overrides ls-hint" });
   const copy = el("button", { type: "button", className: "ls-copy", disabled: true });
   const status = el("span", { className: "ls-status ls-hint" });
   const cmdTitle = el("b");
   const command = el("textarea", { className: "ls-command", readOnly: true, spellcheck: false });
-  const root = el("div", { className: "lora-studio-panel" }, head, meta, desc, grid, error,
+  const root = el("div", { className: "lora-studio-panel" }, head, meta, desc, grid, overrides, error,
     el("div", { className: "ls-cmd-head" }, cmdTitle, status, copy), command);
   // Keep clicks, wheel and drags inside the panel instead of panning or selecting in the graph.
   for (const type of ["pointerdown", "mousedown", "wheel"]) root.addEventListener(type, (e) => e.stopPropagation());
@@ -245,25 +261,27 @@ export function buildConfigurePanel(t, onCopy) {
   });
 
   const panel = {
-    root, copyButton: copy, commandArea: command, statusEl: status,
+    copyButton: copy, commandArea: command, statusEl: status,
     setStrings(strings) {
       t = strings;
       copy.textContent = t.command.copy;
       cmdTitle.textContent = t.command.title;
       command.placeholder = t.command.waiting;
     },
-    update(preset, widgets, table) {
+    root, overridesEl: overrides, errorEl: error,
+    update(preset, live, table) {
       if (!preset) {
         head.textContent = t.preset.unknown;
-        meta.textContent = desc.textContent = "";
+        meta.textContent = desc.textContent = overrides.textContent = "";
         grid.replaceChildren();
+        error.textContent = live?.error ?? "";
         return;
       }
       head.textContent = preset.title;
       meta.textContent = `${preset.min_images}–${preset.max_images} ${t.preset.images} · ≥ ${preset.min_vram_gb} GB VRAM`;
       desc.textContent = `${preset.suited_for} — ${preset.focus}`;
-      const { rows, extraError } = effectiveValues(preset, widgets, table?.widgets);
-      grid.replaceChildren(...rows.flatMap((r) => {
+      const rows = panelRows(preset, live);
+      grid.replaceChildren(...rows.filter((r) => r.field in (preset.values ?? {})).flatMap((r) => {
         const help = table?.fields?.[r.field]?.help ?? r.field;
         const label = el("div", { className: "ls-label", textContent: t.fields[r.field] ?? r.field,
           title: r.overridden ? `${help} · ${t.preset.presetValue}: ${formatValue(r.preset)}` : help });
@@ -272,7 +290,13 @@ export function buildConfigurePanel(t, onCopy) {
         if (r.overridden) value.append(el("span", { className: "ls-was", textContent: formatValue(r.preset) }));
         return [label, value];
       }));
-      error.textContent = extraError ?? "";
+      // every setting this job changes, also those the preset leaves alone (extra JSON, class prompt …)
+      const changed = rows.filter((r) => r.overridden);
+      overrides.replaceChildren(el("b", { textContent: `${t.preset.overrides} ` }),
+        changed.length ? changed.map((r) => `${t.fields[r.field] ?? r.field} ${formatValue(r.value)} `
+          + `(${t.preset.presetValue} ${formatValue(r.preset)})`).join(" · ") : t.preset.noOverrides);
+      overrides.dataset.fields = changed.map((r) => r.field).join(",");
+      error.textContent = live?.error ?? "";
     },
     setCommand(text) {
       command.value = text ?? "";

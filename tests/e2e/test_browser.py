@@ -238,6 +238,49 @@ def load_workflow(page: Page, path: Path) -> None:
             "await new Promise((r) => setTimeout(r, 500)); return true;")
 
 
+def migrated(wf: dict) -> dict:
+    """A UI workflow as the frontend shows it: Configure LoRA's 0 / "preset" (older workflows' "keep the preset's
+    value") replaced by the preset's values (trainer.presets.preset_widgets)."""
+    from trainer.presets import CONFIGURE_WIDGETS, KEEP, get_preset, preset_widgets, widget_kind
+
+    wf = json.loads(json.dumps(wf))
+    names = ["ckpt_name", "preset", "name", *CONFIGURE_WIDGETS, "extra"]
+    for node in wf.get("nodes", []):
+        if node["type"] != "LoraStudio_ConfigureLoRA":
+            continue
+        values = dict(zip(names, node["widgets_values"]))
+        shown = preset_widgets(get_preset(values["preset"]).key)
+        for name in CONFIGURE_WIDGETS:
+            kind, v = widget_kind(name), values[name]
+            if (kind == "number" and v == 0) or (kind in ("switch", "choice") and v == KEEP):
+                values[name] = shown[name]
+        node["widgets_values"] = [values[n] for n in names]
+    return wf
+
+
+def same_job(ui_prompt: dict, api_prompt: dict) -> bool:
+    """The same prompt, where Configure LoRA's 0 / "preset" in one may be the preset's value in the other."""
+    from trainer.presets import KEEP, get_preset, preset_widgets
+
+    def norm(prompt):
+        out = json.loads(json.dumps(prompt))
+        for n in out.values():
+            if n.get("class_type") == "LoraStudio_ConfigureLoRA":
+                shown = preset_widgets(get_preset(n["inputs"]["preset"]).key)
+                for k, v in n["inputs"].items():
+                    if k in shown and (v == 0 or v == KEEP) and not isinstance(v, bool):
+                        n["inputs"][k] = shown[k]
+        return out
+    return norm(ui_prompt) == norm(api_prompt)
+
+
+def ui_checkpoint(page: Page) -> str:
+    """A checkpoint the server has (the random SD1.5-shaped one): the live command needs a real one."""
+    return page.js("const c = (await (await api.fetchApi('/object_info/LoraStudio_ConfigureLoRA')).json())"
+                   ".LoraStudio_ConfigureLoRA.input.required.ckpt_name;"
+                   "return Array.isArray(c[0]) ? c[0][0] : c[1].options[0];")
+
+
 def _workflow_helpers():
     from tests.test_workflows import build_registry, load_nodes, strip_meta, ui_to_api
 
@@ -330,6 +373,8 @@ def test_example_workflows_open_unchanged_and_show_our_widgets(ui: Page):
                           .map((n) => [n.type, n.size, n.computeSize()])};
             """)
             assert sorted(got["types"]) == sorted(n["type"] for n in data["nodes"]), path.name
+            # Configure LoRA's 0 / "preset" of older workflows show as the preset's values; the rest is unchanged
+            data = migrated(data)
             for node in data["nodes"]:
                 assert got["widgets"][str(node["id"])] == node["widgets_values"], \
                     f"{path.name} node {node['id']} ({node['type']}): the frontend reads widgets_values differently"
@@ -337,36 +382,39 @@ def test_example_workflows_open_unchanged_and_show_our_widgets(ui: Page):
             assert not got["small"], f"{path.name}: node sizes smaller than their widgets need: {got['small']}"
             if path.name == "train_from_folder.json":
                 api = json.loads((WORKFLOWS / "api" / "train_api.json").read_text(encoding="utf-8"))
-                assert strip_meta(got["prompt"]) == strip_meta(api), "api/train_api.json is not what the UI queues"
+                assert same_job(strip_meta(got["prompt"]), strip_meta(api)), "api/train_api.json is not what the UI queues"
     finally:
         mp.undo()
 
     load_workflow(ui, WORKFLOWS / "train_from_folder.json")
-    state = ui.js("""
+    state = ui.js(f"""
         const train = one('LoraStudio_TrainLoRA'), conf = one('LoraStudio_ConfigureLoRA');
         const panel = conf.loraStudioPanel;
+        setWidget(conf, 'ckpt_name', {json.dumps(ui_checkpoint(ui))});
+        await conf.loraStudioSettled();
         const before = panel.root.querySelector('.ls-head').textContent;
         setWidget(conf, 'preset', 'Atelier – Detailtreue');
         setWidget(conf, 'rank', 16);
-        await new Promise((r) => setTimeout(r, 100));
+        await conf.loraStudioSettled();
         const after = panel.root.querySelector('.ls-head').textContent;
         const overridden = [...panel.root.querySelectorAll('.ls-value.ls-over')].map((d) => d.title);
         setWidget(conf, 'preset', 'Fotostudio – Schnellstart');
-        setWidget(conf, 'rank', 0);
+        setWidget(conf, 'rank', 0);  // 0 = the preset's value, shown as that
+        await conf.loraStudioSettled();
         const saved = app.graph.serialize().nodes.find((n) => n.id === conf.id).widgets_values;
-        await new Promise((r) => setTimeout(r, 300));
-        return {chart: Array.isArray(train.lossPoints), canvas: !!train.loraStudioChart?.canvas?.isConnected,
+        return {{chart: Array.isArray(train.lossPoints), canvas: !!train.loraStudioChart?.canvas?.isConnected,
                 before, after, overridden, copyDisabled: panel.copyButton.disabled, saved,
-                live: conf.loraStudioCommand ?? null, shown: panel.commandArea.value};
+                live: conf.loraStudioCommand ?? null, shown: panel.commandArea.value}};
     """)
     assert state["chart"] and state["canvas"], "Train LoRA has no loss chart"
     assert state["before"] == "Fotostudio – Schnellstart" and state["after"] == "Atelier – Detailtreue", state
     assert state["overridden"] == ["rank"], state
-    # before any run: the live command, built in the browser, with the dataset and the trigger token
+    # before any run: the live command, built by the server, with the dataset and the trigger token
     assert not state["copyDisabled"] and state["live"] and state["shown"] == state["live"], state
     assert "--trigger wcfox" in state["live"] and "watercolor_fox" in state["live"], state["live"]
-    wf = json.loads((WORKFLOWS / "train_from_folder.json").read_text(encoding="utf-8"))
+    wf = migrated(json.loads((WORKFLOWS / "train_from_folder.json").read_text(encoding="utf-8")))
     want = next(n for n in wf["nodes"] if n["type"] == "LoraStudio_ConfigureLoRA")["widgets_values"]
+    want[0] = ui_checkpoint(ui)
     assert state["saved"] == want, "our DOM widgets must not add widgets_values"
     ui.screenshot(ARTIFACTS / "workflow_loaded.png")
 
