@@ -96,7 +96,7 @@ def test_fp16_nan_names_the_likely_cause(tmp_path, tiny_sd15, sample_dataset, mo
     monkeypatch.setattr(Trainer, "_micro_step", lambda self: (torch.tensor(float("inf"), requires_grad=True), {}))
     cfg = _cfg(tmp_path, tiny_sd15, sample_dataset, max_train_steps=2)
     cfg.mixed_precision = "fp16"  # bypass the CPU check: only the message is under test
-    monkeypatch.setattr("trainer.job.make_accelerator", lambda c: __import__("accelerate").Accelerator(cpu=True))
+    monkeypatch.setattr("trainer.job.make_accelerator", lambda c, *a: __import__("accelerate").Accelerator(cpu=True))
     with pytest.raises(TrainingFailed, match="fp16 overflows easily"):
         run_job(cfg)
 

@@ -81,17 +81,23 @@ def test_cli_cancel_on_a_full_disk_prints_no_resume_command(tmp_path, tiny_sd15,
 
 
 # ------------------------------------------------------------------ TensorBoard at the start (2)
+def _event_writer():
+    pytest.importorskip("tensorboard")
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter  # what accelerate's tracker writes with
+
+    return EventFileWriter
+
+
 def test_tensorboard_on_a_full_disk_stops_before_training_and_leaves_nothing(tmp_path, tiny_sd15, sample_dataset,
                                                                              monkeypatch):
-    import trainer.tfevents as tfe
+    writer = _event_writer()
+    real = writer.__init__
 
-    real = tfe.EventFileWriter._write
+    def init(self, *a, **k):
+        real(self, *a, **k)  # the event file exists, its header did not reach the disk
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    def write(self, data):
-        real(self, data)
-        raise OSError(errno.ENOSPC, "No space left on device")  # the header reached the buffer, not the disk
-
-    monkeypatch.setattr(tfe.EventFileWriter, "_write", write)
+    monkeypatch.setattr(writer, "__init__", init)
     with pytest.raises(ExportError, match="Could not start experiment logging.*No space left.*report_to"):
         run_job(_cfg(tmp_path, tiny_sd15, sample_dataset, report_to=["tensorboard"]))
     jobs = tmp_path / "jobs"
@@ -101,9 +107,7 @@ def test_tensorboard_on_a_full_disk_stops_before_training_and_leaves_nothing(tmp
 
 
 def test_tensorboard_folder_that_cannot_be_made(tmp_path, tiny_sd15, sample_dataset, monkeypatch, capsys):
-    import trainer.tfevents as tfe
-
-    monkeypatch.setattr(tfe.EventFileWriter, "_open_new", lambda self: _full())
+    monkeypatch.setattr(_event_writer(), "__init__", _full)
     job = tmp_path / "job.json"
     job.write_text(json.dumps(tiny_overrides(tmp_path, tiny_sd15, sample_dataset, report_to=["tensorboard"])))
     assert main(["train", "--job", str(job)]) == 2

@@ -1,164 +1,175 @@
-"""Experiment logging: our event files read back with TensorBoard's own reader; W&B stays optional."""
+"""Experiment logging through accelerate's trackers: TensorBoard's event files read back with TensorBoard's own
+reader; without tensorboard a run trains on and says once how to get it; W&B stays optional."""
 from __future__ import annotations
 
+import errno
+import importlib.machinery
+import io
+import json
+import logging
+import os
+import subprocess
 import sys
 import types
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, tiny_overrides, tree
 from PIL import Image
 
-from trainer.errors import ConfigError
-from trainer.tfevents import EventFileWriter, crc32c, masked_crc32c
-from trainer.tracking import TensorBoardTracker, TrackerGroup, make_trackers, reporter_problems
-
-STEPS = 12
+from trainer import ConfigError, TrainConfig
+from trainer.job import run_job
+from trainer.tracking import PROJECT, TENSORBOARD_HINT, reporter_problems
 
 
-@dataclass
-class Info:  # StepInfo's shape, with the `extra` scalars the lead adds to it
-    step: int
-    loss: float
-    lr: float
-    extra: dict = field(default_factory=dict)
+def _run(tmp_path, base, data, **kw):
+    kw.setdefault("preview_every", -1)
+    kw.setdefault("max_train_steps", 2)
+    return run_job(TrainConfig.from_dict(tiny_overrides(tmp_path, base, data, **kw)))
 
 
-def cosine_lrs(steps: int = STEPS, warmup: int = 2) -> list[float]:
-    from diffusers.optimization import get_scheduler
-
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    sched = get_scheduler("cosine", opt, num_warmup_steps=warmup, num_training_steps=steps)
-    lrs = []
-    for _ in range(steps):
-        lrs.append(sched.get_last_lr()[0])
-        opt.step()
-        sched.step()
-    return lrs
-
-
-def accumulator(log_dir: Path):
+def _events(tmp_path, job_id: str):
     pytest.importorskip("tensorboard", reason="reading event files back needs tensorboard (requirements-test.txt)")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})  # 0 = keep everything
+    folder = tmp_path / "jobs" / job_id / PROJECT
+    assert list(folder.glob("events.out.tfevents.*")), f"no event file in {folder}"
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})  # 0 = keep everything
     acc.Reload()
     return acc
 
 
-def log_run(log_dir: Path) -> tuple[list[float], list[float], Path]:
-    lrs = cosine_lrs()
-    losses = [1.0 / (s + 1) for s in range(STEPS)]
-    tracker = TensorBoardTracker(log_dir)
-    for s in range(STEPS):
-        tracker.on_step(Info(s + 1, losses[s], lrs[s], {"instance_loss": losses[s] * 0.6, "prior_loss": 0.25,
-                                                         "note": "not a number"}))
-    tracker.on_images(STEPS, "preview", [Image.new("RGB", (48, 32), (200, 30, 10)), Image.new("L", (16, 16), 90)])
-    tracker.close()
-    return losses, lrs, tracker.path
+def _cosine(steps: int, warmup: int, lr: float) -> list[float]:
+    from diffusers.optimization import get_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = get_scheduler("cosine", opt, num_warmup_steps=warmup, num_training_steps=steps)
+    out = []
+    for _ in range(steps):
+        out.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    return out
 
 
-def test_crc32c_known_vector():
-    assert crc32c(b"123456789") == 0xE3069283  # the check value of CRC-32C (RFC 3720)
-    assert masked_crc32c(b"") != crc32c(b"")
-
-
-def test_scalars_and_images_read_back_with_tensorboard(tmp_path):
-    losses, lrs, path = log_run(tmp_path / "run")
-    assert path.name.startswith("events.out.tfevents.") and path.name.endswith(".0")
-    acc = accumulator(tmp_path / "run")
-    tags = acc.Tags()
-    assert {"train/loss", "train/lr", "train/instance_loss", "train/prior_loss"} <= set(tags["scalars"])
-    assert "train/note" not in tags["scalars"]
+def test_tensorboard_events_hold_loss_per_step_the_lr_schedule_and_previews(tmp_path, tiny_sd15, sample_dataset):
+    pytest.importorskip("tensorboard")
+    res = _run(tmp_path, tiny_sd15, sample_dataset, max_train_steps=8, lr_scheduler="cosine", lr_warmup_steps=2,
+               preview_every=4, preview_sampling_steps=2)
+    acc = _events(tmp_path, res.record["id"])
     loss = acc.Scalars("train/loss")
-    assert [e.step for e in loss] == list(range(1, STEPS + 1))  # one per step, none twice
-    assert [e.value for e in loss] == pytest.approx(losses, rel=1e-6)  # stored as float32
-    lr = acc.Scalars("train/lr")
-    assert [e.value for e in lr] == pytest.approx(lrs, rel=1e-6, abs=1e-12)
-    assert lr[0].value == 0.0 and max(e.value for e in lr) == pytest.approx(1e-3)  # warmup, then cosine decay
-    assert [e.value for e in acc.Scalars("train/instance_loss")] == pytest.approx([x * 0.6 for x in losses], rel=1e-6)
-    assert set(tags["images"]) == {"preview/0", "preview/1"}
-    img = acc.Images("preview/0")[0]
-    assert (img.step, img.width, img.height) == (STEPS, 48, 32)
-    import io
-
-    decoded = Image.open(io.BytesIO(img.encoded_image_string))
-    assert decoded.format == "PNG" and decoded.getpixel((5, 5)) == (200, 30, 10)
-
-
-def test_truncated_last_record_keeps_earlier_ones(tmp_path):
-    tracker = TensorBoardTracker(tmp_path)
-    for s in range(1, 6):
-        tracker.on_step(Info(s, 1.0 / s, 1e-4))
-    before = tracker.path.read_bytes()  # flushed per record: complete while the writer is still open
-    tracker.on_step(Info(6, 0.1, 1e-4))
-    after = tracker.path.read_bytes()
-    assert len(after) > len(before)
-    # the process dies half-way through writing the 6th record
-    tracker.path.write_bytes(after[:len(before) + (len(after) - len(before)) // 2])
-    assert [e.step for e in accumulator(tmp_path).Scalars("train/loss")] == [1, 2, 3, 4, 5]
-    tracker.close()
+    assert [e.step for e in loss] == list(range(1, 9))  # one per optimizer step, none twice
+    # the job record keeps its own curves (the web UI and nodes read them); the event file holds the same numbers
+    assert len(res.record["metrics"]["losses"]) == 8
+    assert [e.value for e in loss] == pytest.approx(res.record["metrics"]["losses"], rel=1e-6)
+    lr = [e.value for e in acc.Scalars("train/lr")]
+    assert lr == pytest.approx(_cosine(8, 2, 1e-2), rel=1e-6, abs=1e-12)
+    assert lr == pytest.approx(res.record["metrics"]["learning_rates"], rel=1e-6, abs=1e-12)
+    images = acc.Images("preview")
+    assert [im.step for im in images] == [4, 8]  # at preview_every and at the end
+    decoded = Image.open(io.BytesIO(images[-1].encoded_image_string))
+    assert decoded.format == "PNG" and decoded.size == (images[-1].width, images[-1].height)
+    assert decoded.size[0] > 0 and decoded.getextrema() != ((0, 0), (0, 0), (0, 0))  # a picture, not a blank
 
 
-def test_two_writers_in_one_second_never_share_a_file(tmp_path):
-    a, b = EventFileWriter(tmp_path), EventFileWriter(tmp_path)
-    assert a.path != b.path
-    a.close(), b.close()
-    a.close()  # idempotent
+def test_without_tensorboard_the_run_trains_on_and_says_how_to_get_it_once(tmp_path, tiny_sd15, sample_dataset):
+    """A machine without tensorboard, simulated in a fresh process: every import of it fails there."""
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text("import sys\nsys.modules['tensorboard'] = None\n"
+                                           "sys.modules['tensorboardX'] = None\n")
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps(tiny_overrides(tmp_path, tiny_sd15, sample_dataset, max_train_steps=3,
+                                             preview_every=-1, report_to=["tensorboard"])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(shim), str(REPO)]), HF_HUB_OFFLINE="1",
+               OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-m", "trainer", "train", "--job", str(job)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    said = out.stdout + out.stderr
+    assert out.returncode == 0, said[-3000:]
+    assert "Traceback" not in said
+    assert said.count("pip install tensorboard") == 1, said[-3000:]  # once, not per step
+    assert TENSORBOARD_HINT in said
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "jobs").glob("*.json")]
+    assert record["status"] == "finished" and len(record["metrics"]["losses"]) == 3
+    assert (tmp_path / "loras" / "tiny.safetensors").is_file()
+    assert not list((tmp_path / "jobs").rglob("events.out.tfevents*"))
 
 
-def test_wandb_missing_is_a_clear_config_error_and_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "wandb", None)  # as on a machine without it (it is not installed here)
-    with pytest.raises(ConfigError) as e:
-        make_trackers(["tensorboard", "wandb"], tmp_path / "logs", "run", {})
-    msg = str(e.value)
-    assert "report_to" in msg and "pip install wandb, or remove 'wandb' from report_to" in msg
-    assert not (tmp_path / "logs").exists()  # checked before the TensorBoard file was made
-    assert reporter_problems(["tensorboard"]) == []
+def test_report_to_empty_logs_nothing_and_says_nothing(tmp_path, tiny_sd15, sample_dataset):
+    messages = []
+    from trainer.loop import Callbacks
+
+    res = run_job(TrainConfig.from_dict(tiny_overrides(tmp_path, tiny_sd15, sample_dataset, max_train_steps=1,
+                                                       preview_every=-1, report_to=[])),
+                  Callbacks(on_message=messages.append))
+    assert res.record["status"] == "finished"
+    assert not (tmp_path / "jobs" / res.record["id"]).exists()
+    assert not any("tensorboard" in m.lower() for m in messages)
 
 
-def test_wandb_tracker_with_a_stand_in_module(tmp_path, monkeypatch):
-    """The W&B path without the package or the network: a stand-in records what would be sent."""
+def test_a_tracker_that_fails_mid_run_stops_logging_and_training_goes_on(tmp_path, tiny_sd15, sample_dataset,
+                                                                         monkeypatch, caplog):
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    real = SummaryWriter.add_scalar
+
+    def add_scalar(self, tag, value, global_step=None, **kw):
+        if global_step == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, tag, value, global_step=global_step, **kw)
+
+    monkeypatch.setattr(SummaryWriter, "add_scalar", add_scalar)
+    with caplog.at_level(logging.WARNING, logger="lora_studio.tracking"):
+        res = _run(tmp_path, tiny_sd15, sample_dataset, max_train_steps=5, report_to=["tensorboard"])
+    assert res.record["status"] == "finished" and res.lora_path.is_file()
+    assert len(res.record["metrics"]["losses"]) == 5  # the record's own curve is whole
+    warnings = [r.getMessage() for r in caplog.records if r.name == "lora_studio.tracking"]
+    assert len(warnings) == 1 and "No space left" in warnings[0] and "training goes on" in warnings[0]
+    assert [e.step for e in _events(tmp_path, res.record["id"]).Scalars("train/loss")] == [1, 2]
+
+
+def test_wandb_missing_is_a_clear_config_error_and_writes_nothing(tmp_path, tiny_sd15, sample_dataset,
+                                                                  monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as on a machine without it
+    (problem,) = reporter_problems(["tensorboard", "wandb"])
+    assert problem.fix == "pip install wandb, or remove 'wandb' from report_to"
+    assert reporter_problems(["tensorboard"]) == [] and reporter_problems([]) == []
+    before = tree(tmp_path)
+    with pytest.raises(ConfigError, match="pip install wandb"):
+        _run(tmp_path, tiny_sd15, sample_dataset, report_to=["tensorboard", "wandb"])
+    assert tree(tmp_path) == before  # said before the model loads: no record, no event file
+
+
+def test_wandb_through_accelerate_with_a_stand_in_module(tmp_path, tiny_sd15, sample_dataset, monkeypatch):
+    """The W&B path without the package or the network: a stand-in records what accelerate's tracker sends."""
+    import accelerate.tracking
+    import accelerate.utils
+    from accelerate.utils import LoggerType
+
     calls: list = []
     run = types.SimpleNamespace(log=lambda d, step: calls.append(("log", step, d)),
                                 finish=lambda: calls.append(("finish",)))
     fake = types.ModuleType("wandb")
+    fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
     fake.init = lambda **kw: calls.append(("init", kw)) or run
-    fake.Image = lambda im: ("image", im.size)
+    fake.Image = lambda im: ("image", tuple(im.shape))
     monkeypatch.setitem(sys.modules, "wandb", fake)
-    monkeypatch.setattr("trainer.tracking.wandb_available", lambda: True)
-    trackers = make_trackers(["wandb", "tensorboard", "wandb"], tmp_path / "logs", "my-run", {"rank": 8})
-    assert [type(t).__name__ for t in trackers] == ["WandbTracker", "TensorBoardTracker"]
-    group = TrackerGroup(trackers)
-    group.on_step(Info(1, 0.5, 1e-4, {"prior_loss": 0.1}))
-    group.on_images(1, "preview", [Image.new("RGB", (8, 8))])
-    group.close()
-    assert calls[0] == ("init", {"project": "lora-studio", "name": "my-run", "config": {"rank": 8},
-                                 "dir": str(tmp_path / "logs")})
-    assert calls[1] == ("log", 1, {"train/loss": 0.5, "train/lr": 1e-4, "train/prior_loss": 0.1})
-    assert calls[2] == ("log", 1, {"preview/0": ("image", (8, 8))})
-    assert calls[3] == ("finish",)
-
-
-def test_a_failing_tracker_is_dropped_and_the_others_go_on(tmp_path):
-    class Broken:
-        closed = False
-
-        def on_step(self, info):
-            raise OSError("disk full")
-
-        def on_images(self, step, tag, images):
-            raise AssertionError("dropped trackers are not called again")
-
-        def close(self):
-            Broken.closed = True
-
-    tb = TensorBoardTracker(tmp_path)
-    group = TrackerGroup([Broken(), tb])
-    group.on_step(Info(1, 0.5, 1e-4))
-    group.on_step(Info(2, 0.4, 1e-4))
-    group.on_images(2, "preview", [Image.new("RGB", (8, 8))])
-    group.close()
-    assert Broken.closed and group.trackers == []
-    assert [e.step for e in accumulator(tmp_path).Scalars("train/loss")] == [1, 2]
+    monkeypatch.setattr(accelerate.utils, "is_wandb_available", lambda: True)
+    monkeypatch.setattr(accelerate.tracking, "_available_trackers",
+                        [*accelerate.tracking._available_trackers, LoggerType.WANDB])
+    res = _run(tmp_path, tiny_sd15, sample_dataset, max_train_steps=2, report_to=["wandb", "tensorboard", "wandb"],
+               preview_every=0, preview_sampling_steps=2)
+    job_id = res.record["id"]
+    kind, init = calls[0]
+    assert kind == "init" and {k: init[k] for k in ("project", "name", "dir")} == {
+        "project": PROJECT, "name": job_id, "dir": str(tmp_path / "jobs" / job_id)}
+    without_threads = lambda d: {k: v for k, v in d.items() if k != "num_threads"}  # noqa: E731
+    assert without_threads(init["config"]) == without_threads(res.record["config"])
+    logged = [c for c in calls if c[0] == "log"]
+    losses = res.record["metrics"]["losses"]
+    assert [(c[1], c[2]["train/loss"]) for c in logged[:2]] == [(1, losses[0]), (2, losses[1])]
+    assert logged[2][1] == 2 and list(logged[2][2]) == ["preview"]
+    assert logged[2][2]["preview"][0][0] == "image" and calls[-1] == ("finish",)
+    assert [e.step for e in _events(tmp_path, job_id).Scalars("train/loss")] == [1, 2]  # both trackers ran

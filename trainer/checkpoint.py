@@ -10,6 +10,13 @@ complete: a kill mid-save leaves the previous checkpoints whole and nothing unde
 leftover is removed at the next start). Each run writes and prunes only its own job's folder (the last
 `keep` complete checkpoints stay), so runs that share a jobs folder never touch each other's; resume
 looks across all runs of the name. (Checkpoints directly under `<name>/` are from before job folders.)
+
+Why ours and not accelerate's `save_state` / `load_state` (+ `register_for_checkpointing`): bit-exact
+resume would be reachable with hooks (a save pre-hook that keeps only the adapter, our two generators
+wrapped as registered objects), but three things would remain: it writes straight into the final folder (a
+kill mid-save leaves a half checkpoint under a good name), `load_state` sets Python's and NumPy's global RNGs
+(in a ComfyUI process they belong to the server and other nodes; `run_job` forks only torch's), and
+registered objects are read back with `weights_only=False` (any pickle in a checkpoint folder would run).
 """
 from __future__ import annotations
 

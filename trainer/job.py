@@ -36,7 +36,7 @@ from . import checkpoint
 from .commands import headless_command, job_commands
 from .runstate import clean_partials, mark_interrupted_records, this_process
 from .loop import Callbacks, Trainer, TrainResult
-from .tracking import TrackerGroup, make_trackers, reporter_problems
+from . import tracking
 from .models import BaseModel, load_base_model
 
 log = logging.getLogger("lora_studio.job")
@@ -88,7 +88,8 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def make_accelerator(cfg: TrainConfig):
+def make_accelerator(cfg: TrainConfig, log_with: list[str] | None = None, project_dir: Path | None = None):
+    """`log_with`: accelerate's tracker names (see tracking.log_with); nothing is written until init_trackers."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
 
@@ -103,7 +104,8 @@ def make_accelerator(cfg: TrainConfig):
         raise ConfigError([Problem("mixed_precision", "fp16", "'fp16' only on a CUDA GPU",
                                    "use 'bf16' or 'no' on this machine")])
     return Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-                       cpu=not torch.cuda.is_available())
+                       cpu=not torch.cuda.is_available(), log_with=log_with or None,
+                       project_dir=str(project_dir) if project_dir is not None else None)
 
 
 def resolve_cache_dir(cfg: TrainConfig) -> Path:
@@ -122,7 +124,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
     `record_extra`: more fields for the job record (ComfyUI: the user, prompt and session that queued it)."""
     cb = callbacks or Callbacks()
     cfg.validate()
-    problems = reporter_problems(cfg.report_to) + output_folder_problems(cfg, write_lora)
+    problems = tracking.reporter_problems(cfg.report_to) + output_folder_problems(cfg, write_lora)
     if problems:  # e.g. W&B asked for but not installed: say so before anything loads or trains
         raise ConfigError(problems)
     report = None
@@ -152,7 +154,6 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
         **(record_extra or {}),
     }
     acc = None
-    trackers = None
     opened = False
     bm = base
     done = False
@@ -166,7 +167,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
         stack.callback(torch.set_num_threads, torch.get_num_threads())
         torch.set_num_threads(threads)
         try:
-            acc = make_accelerator(cfg)
+            acc = make_accelerator(cfg, tracking.log_with(cfg.report_to, cb.message), jobs_dir / job_id)
             t_start = time.perf_counter()
             cb.message("loading base model")
             # The file's sha256 (3–4 s for a full SD 1.5 file unless cached) is read while the model loads.
@@ -193,9 +194,9 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                 latent_cache = LatentCache(resolve_cache_dir(cfg) / "latents", vae_id=record["base_model"]["sha256"])
             items, prior_items, encoder = _encode(cfg, bm, ds, acc, cb, latent_cache, record)
             job_dir = jobs_dir / job_id
-            if acc.is_main_process:  # created only now: a bad dataset or model leaves no empty event file
-                trackers = TrackerGroup(make_trackers(cfg.report_to, job_dir, job_id, cfg.to_dict()))
-                cb = _with_trackers(cb, trackers)
+            if acc.is_main_process and acc.log_with:  # only now: a bad dataset or model leaves no event file
+                tracking.start(acc, job_dir, job_id, cfg.to_dict())
+                cb = _with_trackers(cb, acc)
             trainer = Trainer(cfg, bm, items, acc, _stop_together(cb, acc), prior_items=prior_items,
                               checkpointer=_checkpointer(cfg, acc, fp, job_id, lambda: trainer, saved, cb),
                               previewer=_previewer(cfg, bm, ds, acc, cb, job_dir, lambda: trainer)
@@ -257,9 +258,9 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
             if not (keep_model and done):
                 _free(bm if base is None else None)
             if acc is not None:
+                if acc.trackers:
+                    tracking.end(acc)
                 acc.free_memory()
-            if trackers is not None:
-                trackers.close()
 
 
 def _tidy_after_dead_runs(cfg: TrainConfig, write_lora: bool) -> None:
@@ -374,15 +375,15 @@ def _stop_together(cb: Callbacks, acc) -> Callbacks:
     return dataclasses.replace(cb, should_stop=should_stop)
 
 
-def _with_trackers(cb: Callbacks, trackers) -> Callbacks:
-    """The caller's callbacks, with every step and preview also going to TensorBoard / W&B."""
+def _with_trackers(cb: Callbacks, acc) -> Callbacks:
+    """The caller's callbacks, with every step and preview also going to accelerate's trackers (TensorBoard, W&B)."""
     def on_step(info):
-        trackers.on_step(info)
+        tracking.log_step(acc, info)
         if cb.on_step:
             cb.on_step(info)
 
     def on_preview(step, images, prompts, negative):
-        trackers.on_images(step, "preview" if len(images) == len(prompts) else "bias_check", images)
+        tracking.log_images(acc, step, "preview" if len(images) == len(prompts) else "bias_check", images)
         if cb.on_preview:
             cb.on_preview(step, images, prompts, negative)
 

@@ -128,9 +128,11 @@ class Trainer:
                     te.gradient_checkpointing_enable()
                 te.train()
         # Only the adapter trains, so only it is kept in fp32: optimizer updates in bf16 lose small steps.
-        for p in self.unet_params + self.te_params:
-            p.data = p.data.float()
-        self.adapter_cast = AdapterCast([bm.unet] + (list(bm.text_encoders) if self.train_te else []))
+        from diffusers.training_utils import cast_training_params
+
+        trained = [bm.unet] + (list(bm.text_encoders) if self.train_te else [])
+        cast_training_params(trained, dtype=torch.float32)  # the parameters with requires_grad: the adapter's
+        self.adapter_cast = AdapterCast(trained)
         if cfg.gradient_checkpointing:
             bm.unet.enable_gradient_checkpointing()
         bm.unet.train()

@@ -1,42 +1,85 @@
-"""Experiment logging: loss, learning rate and preview images to TensorBoard and, when asked, W&B.
+"""Experiment logging through accelerate's own trackers: loss, learning rate and preview images.
 
-Trackers are plain objects behind a small protocol, so the loop only calls `on_step` / `on_images`
-and never knows which backends run. TensorBoard is always available (our own event-file writer,
-`tfevents.py`); Weights & Biases only when the user lists it in `report_to` *and* the `wandb`
-package is installed. A missing package is a config error raised before the model loads, so a
-run never trains for an hour and then fails to report.
+`report_to` names accelerate trackers. The Accelerator is built with `log_with=` those that are installed and
+`project_dir=` the job's folder; `init_trackers` starts them once the run's inputs are known good (a bad
+dataset or model leaves no event file); every optimizer step goes through `accelerator.log` and every preview
+through the trackers' `log_images`; `end_training` closes them. What is glue here, and why:
+
+- TensorBoard is an optional extra (`pip install tensorboard`, or the pack's `[tensorboard]` extra) and the
+  default of `report_to`: asked for but not installed, the run says once how to get it and trains on
+  (accelerate would drop it silently). W&B is never a default, so naming it without the package is a config
+  error before anything loads.
+- A tracker that fails (disk full, W&B gone) ends the logging with a warning: losing a curve must never cost
+  the LoRA that hours of training are producing.
+
+The job record keeps its own loss and learning-rate curves (the web UI and the nodes read those); these
+trackers are for people who compare runs in TensorBoard or W&B.
 """
 from __future__ import annotations
 
-import contextlib
-
-import importlib.util
-import io
 import logging
 import math
+import shutil
 from pathlib import Path
-from typing import Any, Iterable, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable
 
-from .config import REPORTERS
-from .errors import ConfigError, ExportError, Problem
-from .tfevents import EventFileWriter
+import numpy as np
+
+from .errors import ExportError, Problem
 
 log = logging.getLogger("lora_studio.tracking")
 
+PROJECT = "lora-studio"  # init_trackers' project: W&B's project, and TensorBoard's folder inside the job folder
 WANDB_FIX = "pip install wandb, or remove 'wandb' from report_to"
-_COLORSPACE = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}  # TensorBoard's Summary.Image codes
+TENSORBOARD_HINT = ("TensorBoard logs were asked for (report_to), but the tensorboard package is not installed; "
+                    "training goes on without them. To get them: pip install tensorboard (or the pack's extra: "
+                    "pip install 'lora-studio[tensorboard]'), or set report_to to [] to silence this.")
 
 
-@runtime_checkable
-class Tracker(Protocol):
-    def on_step(self, info: Any) -> None:
-        """After each optimizer step. `info` has .step, .loss, .lr and optionally .extra (name -> scalar)."""
+def _available(name: str) -> bool:
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
 
-    def on_images(self, step: int, tag: str, images: list[Any]) -> None:
-        """PIL images rendered at `step` (previews, bias-check grid). Logged as `<tag>/<index>`."""
+    return bool({"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}[name]())
 
-    def close(self) -> None:
-        """Finish writing. Idempotent."""
+
+def reporter_problems(report_to: Iterable[str]) -> list[Problem]:
+    """W&B named without the package: a config error (TensorBoard missing only costs its logs, see log_with)."""
+    names = list(report_to)
+    if "wandb" in names and not _available("wandb"):
+        return [Problem("report_to", names, "'wandb' only when the wandb package is installed", WANDB_FIX)]
+    return []
+
+
+def log_with(report_to: Iterable[str], say: Callable[[str], None]) -> list[str]:
+    """The trackers for `Accelerator(log_with=...)`: each asked for once, those not installed left out (said)."""
+    out = []
+    for name in dict.fromkeys(report_to):
+        if _available(name):
+            out.append(name)
+        elif name == "tensorboard":
+            say(f"warning: {TENSORBOARD_HINT}")
+    return out
+
+
+def start(acc, job_dir: Path, job_id: str, config: dict[str, Any]) -> None:
+    """`init_trackers` for this job. TensorBoard writes under `<job_dir>/lora-studio/`. A folder or file that
+    cannot be made (disk full) stops the run here, before any training, and leaves nothing behind."""
+    if not acc.log_with:
+        return
+    job_dir = Path(job_dir)
+    existed = job_dir.exists()
+    # The config goes to W&B only: TensorBoard's hparams take no lists, and the job record holds the config.
+    kwargs = {"wandb": {"name": job_id, "config": config, "dir": str(job_dir)}}
+    try:
+        if "wandb" in [str(t) for t in acc.log_with]:
+            job_dir.mkdir(parents=True, exist_ok=True)
+        acc.init_trackers(PROJECT, init_kwargs=kwargs)
+    except OSError as e:
+        _drop(acc)
+        if not existed:
+            shutil.rmtree(job_dir, ignore_errors=True)  # this run's own new folder: nothing else is in it
+        raise ExportError(f"Could not start experiment logging in {job_dir}: {e.strerror or e}. Nothing was trained "
+                          "yet. Fix: free disk space, or set report_to to [] to train without TensorBoard.") from None
 
 
 def step_scalars(info: Any) -> dict[str, float]:
@@ -52,137 +95,48 @@ def step_scalars(info: Any) -> dict[str, float]:
     return out
 
 
-def encode_png(image: Any) -> tuple[bytes, int, int, int]:
-    """PIL image → (PNG bytes, height, width, colorspace code)."""
-    if image.mode not in _COLORSPACE:
-        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue(), image.height, image.width, _COLORSPACE[image.mode]
+def log_step(acc, info: Any) -> None:
+    _guarded(acc, "log", lambda: acc.log(step_scalars(info), step=int(info.step)))
 
 
-class TensorBoardTracker:
-    """Writes one event file under `log_dir`; `tensorboard --logdir <its parent>` compares runs."""
+def log_images(acc, step: int, tag: str, images: list[Any]) -> None:
+    """PIL images (one size: a preview set) as one image series per tag, in each tracker that takes images."""
+    batch = np.stack([np.asarray(im.convert("RGB")) for im in images])  # N, H, W, C
+    kwargs = {"tensorboard": {"dataformats": "NHWC"}}
 
-    def __init__(self, log_dir: str | Path):
-        self.writer = EventFileWriter(log_dir)
-        self.path = self.writer.path
+    def each() -> None:
+        for tracker in acc.trackers:
+            if hasattr(tracker, "log_images"):
+                tracker.log_images({tag: batch}, step=int(step), **kwargs.get(tracker.name, {}))
 
-    def on_step(self, info: Any) -> None:
-        self.writer.add_scalars(step_scalars(info), int(info.step))
-
-    def on_images(self, step: int, tag: str, images: list[Any]) -> None:
-        for i, image in enumerate(images):
-            png, h, w, cs = encode_png(image)
-            self.writer.add_image(f"{tag}/{i}", png, h, w, cs, int(step))
-
-    def close(self) -> None:
-        self.writer.close()
+    _guarded(acc, "log_images", each)
 
 
-class WandbTracker:
-    """A W&B run. Offline or disabled mode comes from the user's WANDB_MODE; we never force it online."""
-
-    def __init__(self, project: str, run_name: str, config_dict: dict[str, Any], dir: str | Path):
-        import wandb
-
-        self._wandb = wandb
-        Path(dir).mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=project, name=run_name, config=config_dict, dir=str(dir))
-        self._closed = False
-
-    def on_step(self, info: Any) -> None:
-        self.run.log(step_scalars(info), step=int(info.step))
-
-    def on_images(self, step: int, tag: str, images: list[Any]) -> None:
-        # W&B needs monotonic steps: images of step N come after on_step(N), which is the same step.
-        self.run.log({f"{tag}/{i}": self._wandb.Image(im) for i, im in enumerate(images)}, step=int(step))
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.run.finish()
-
-
-def wandb_available() -> bool:
-    return importlib.util.find_spec("wandb") is not None
-
-
-def reporter_problems(report_to: Iterable[str]) -> list[Problem]:
-    """What is wrong with `report_to` on this machine. Cheap; safe to merge into config validation."""
-    names = list(report_to)
-    problems = [Problem("report_to", n, "one of " + ", ".join(REPORTERS), 'use ["tensorboard"] or [] for none')
-                for n in names if n not in REPORTERS]
-    if "wandb" in names and not wandb_available():
-        problems.append(Problem("report_to", names, "'wandb' only when the wandb package is installed", WANDB_FIX))
-    return problems
-
-
-def make_trackers(report_to: list[str], log_dir: Path, run_name: str, config: dict[str, Any],
-                  project: str = "lora-studio") -> list[Tracker]:
-    """The trackers `report_to` asks for. Raises ConfigError before creating any file if one is unavailable."""
-    problems = reporter_problems(report_to)
-    if problems:
-        raise ConfigError(problems)
-    log_dir = Path(log_dir).expanduser()
-    existed = log_dir.exists()
-    trackers: list[Tracker] = []
+def end(acc) -> None:
+    """`end_training` once the run is over: the trackers' files are closed. Never raises (it runs in `finally`)."""
     try:
-        for name in dict.fromkeys(report_to):  # each once, in the order given
-            if name == "tensorboard":
-                trackers.append(TensorBoardTracker(log_dir))
-            elif name == "wandb":
-                trackers.append(WandbTracker(project, run_name, config, log_dir))
-    except BaseException as e:
-        close_all(trackers)  # a half-made set must not leave a W&B run or an open file behind
-        for t in trackers:
-            if isinstance(t, TensorBoardTracker):
-                Path(t.path).unlink(missing_ok=True)
-        if not existed:
-            with contextlib.suppress(OSError):
-                log_dir.rmdir()  # only if empty
-        if isinstance(e, OSError):
-            raise ExportError(f"Could not start experiment logging in {log_dir}: {e.strerror or e}. Nothing was "
-                              "trained yet. Fix: free disk space, or set report_to to [] to train without "
-                              "TensorBoard.") from None
-        raise
-    return trackers
+        acc.end_training()
+    except Exception as e:  # noqa: BLE001 - closing a log must not mask the run's own outcome
+        log.warning("closing the experiment trackers failed: %s", e)
+    acc.trackers = []
 
 
-def close_all(trackers: Iterable[Tracker]) -> None:
-    for t in trackers:
+def _guarded(acc, what: str, call: Callable[[], None]) -> None:
+    if not acc.trackers:
+        return
+    try:
+        call()
+    except Exception as e:  # noqa: BLE001 - see the module docstring
+        log.warning("experiment logging failed in %s (%s: %s); it stops, training goes on",
+                    what, type(e).__name__, e)
+        _drop(acc)
+
+
+def _drop(acc) -> None:
+    """Close the trackers mid-run (not `end_training`: that also ends a multi-process run's process group)."""
+    for tracker in acc.trackers:
         try:
-            t.close()
-        except Exception as e:  # closing one must not keep the others open
-            log.warning("closing %s failed: %s", type(t).__name__, e)
-
-
-class TrackerGroup:
-    """Fans calls out to several trackers. A tracker that fails (disk full, W&B gone) is dropped with a
-    warning: losing a curve must never cost the LoRA that hours of training are producing."""
-
-    def __init__(self, trackers: Iterable[Tracker]):
-        self.trackers = list(trackers)
-
-    def _each(self, what: str, call) -> None:
-        for t in list(self.trackers):
-            try:
-                call(t)
-            except Exception as e:
-                log.warning("%s.%s failed (%s: %s); logging to it stops, training goes on",
-                            type(t).__name__, what, type(e).__name__, e)
-                self.trackers.remove(t)
-                close_all([t])
-
-    def on_step(self, info: Any) -> None:
-        self._each("on_step", lambda t: t.on_step(info))
-
-    def on_images(self, step: int, tag: str, images: list[Any]) -> None:
-        self._each("on_images", lambda t: t.on_images(step, tag, images))
-
-    def close(self) -> None:
-        close_all(self.trackers)
-        self.trackers = []
-
-    def __bool__(self) -> bool:
-        return bool(self.trackers)
+            tracker.finish()
+        except Exception as e:  # noqa: BLE001 - one that never started has nothing to close
+            log.debug("closing %s failed: %s", type(tracker).__name__, e)
+    acc.trackers = []
