@@ -141,3 +141,16 @@ def test_one_progress_bar_with_loss_rate_and_eta_on_a_terminal(capsys):
         plain(StepInfo(step, 40, 1.0, 1e-4, step * 0.1, (40 - step) * 0.1))
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("step 1/40  loss 1.0000") and len(out) == 21 and out[-1].startswith("step 40/40")
+
+
+def test_eta_in_a_log_reads_as_hours_and_minutes(capsys):
+    """A full-size model on a CPU logged 'eta 157971s'; a reader wants '43h 52m'."""
+    from trainer.cli import _Progress
+    from trainer.loop import StepInfo
+
+    plain = _Progress(tty=False)
+    plain(StepInfo(1, 800, 1.0, 1e-4, 197.0, 157971.0))
+    plain(StepInfo(40, 800, 1.0, 1e-4, 197.0, 185.0))
+    plain(StepInfo(80, 800, 1.0, 1e-4, 197.0, 7.4))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("eta 43h 52m") and out[1].endswith("eta 3m 05s") and out[2].endswith("eta 7s")

@@ -118,6 +118,16 @@ def _job_file(ref: str, jobs_dir: str | None) -> Path:
 
 
 # ------------------------------------------------------------------ train / resume
+def _duration(seconds: float) -> str:
+    """'42s', '3m 05s', '43h 53m': a full-size model on a CPU says '43h 53m', not 'eta 157971s'."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
 class _Progress:
     """One tqdm bar for the run on a terminal: step, loss, lr, it/s and ETA; our log lines print above it.
     Into a file or a pipe (CI logs, `| tee`), a plain line every 5 % instead: a bar's carriage returns garble a log."""
@@ -136,7 +146,7 @@ class _Progress:
                 dt, ds = time.perf_counter() - self.start[0], info.step - self.start[1]
                 rate = f"  {ds / dt:.2f} step/s" if ds and dt > 0 else ""
                 print(f"step {info.step}/{info.total}  loss {info.loss:.4f}  lr {info.lr:.2e}{rate}  "
-                      f"eta {info.eta_s:.0f}s", flush=True)
+                      f"eta {_duration(info.eta_s)}", flush=True)
             return
         from tqdm.auto import tqdm
 
