@@ -137,6 +137,9 @@ class ConfigureLoRA(io.ComfyNode):
         spec_ = cls.INPUT_TYPES()
         options = {k: o["options"] for section in ("required", "optional")
                    for k, (_, o) in spec_.get(section, {}).items() if "options" in o}
+        if kw.get("ckpt_name") == "":  # the templates leave it empty: a named file would be "missing" on most servers
+            return ("ckpt_name is empty: pick your base model (an SD 1.5, SD 2.x or SDXL checkpoint from "
+                    "models/checkpoints) in Configure LoRA; put one there and press R if the list is empty.")
         for key, value in kw.items():
             if key in options and value not in options[key]:
                 shown = ", ".join(map(str, options[key][:8])) or "(none: the list is empty)"

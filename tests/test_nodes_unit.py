@@ -41,6 +41,7 @@ def test_validate_inputs_returns_the_trainers_message(nodes, with_checkpoint):
     assert "snr_gamma" in msg
     assert "JSON" in v(**dict(ok, extra="{broken"))
     assert "not one of" in v(**dict(ok, ckpt_name="missing.safetensors"))
+    assert "pick your base model" in v(**dict(ok, ckpt_name=""))  # as the templates leave it
     assert "not one of" in v(**dict(ok, train_text_encoder="maybe"))
     assert v(**dict(ok, rank=16.0)) is True  # a float widget value for an integer field (API clients send them)
 

@@ -7,12 +7,16 @@
                             config field's definition (trainer/config.py), for the preset panel's JS
   locales/en/nodeDefs.json  node names, descriptions and tooltips exactly as the node classes give them (the
                             config inputs' tooltips come from the field definitions)
+  example_workflows/**.json the example workflows (tools/workflows.py) from the node definitions of our nodes
+                            and ComfyUI's own: written only, with --examples (importing ComfyUI's nodes.py takes
+                            a while); tests/e2e/test_workflows_server.py checks them against a real server
 locales/de/ is written by hand; tests/test_workflows.py checks that it covers every input and output.
 
 The node schemas are ComfyUI V3 (`comfy_api`): writing nodeDefs.json needs COMFYUI_PATH set to a ComfyUI
 tree and the Python that runs it, e.g.
     COMFYUI_PATH=../ComfyUI ../ComfyUI/venv/bin/python tools/generate.py
 Without them only web/presets.json is written (and checked).
+    COMFYUI_PATH=../ComfyUI ../ComfyUI/venv/bin/python tools/generate.py --examples   # also the examples
 """
 from __future__ import annotations
 
@@ -80,6 +84,33 @@ def english_node_defs(nodes) -> dict:
     return out
 
 
+def core_node_module():
+    """ComfyUI's own nodes.py, loaded by path (the name `nodes` is this pack's folder when the repo is on sys.path)."""
+    import torch
+    from comfy.cli_args import args
+
+    if not torch.cuda.is_available():
+        args.cpu = True  # as `main.py --cpu`: comfy.model_management must not look for a GPU on import
+    comfy = next(p for p in map(Path, sys.path) if (p / "comfy_api").is_dir() and (p / "nodes.py").is_file())
+    spec = importlib.util.spec_from_file_location("comfyui_core_nodes", comfy / "nodes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def example_workflows(nodes) -> dict[Path, str]:
+    """example_workflows/**.json, built by tools/workflows.py from the node classes' definitions."""
+    sys.path.insert(0, str(REPO / "tools"))
+    import workflows
+
+    core = core_node_module()
+    used = {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode", "PreviewImage"}
+    classes = {**{k: core.NODE_CLASS_MAPPINGS[k] for k in used}, **nodes.NODE_CLASS_MAPPINGS}
+    specs = {k: workflows.NodeSpec.of(workflows.spec_from_class(c)) for k, c in classes.items()}
+    titles = {**core.NODE_DISPLAY_NAME_MAPPINGS, **nodes.NODE_DISPLAY_NAME_MAPPINGS}
+    return {workflows.WORKFLOWS / rel: dump_json(data) for rel, data in workflows.build_all(specs, titles).items()}
+
+
 def generated(nodes=None) -> dict[Path, str]:
     out = {PRESETS_JSON: dump_json(presets_json())}
     if nodes is not None:
@@ -101,10 +132,17 @@ def main(argv: list[str]) -> int:
         for p in bad:
             print(f"stale: {p.relative_to(REPO)} (regenerate with `python tools/generate.py`)")
         return 1 if bad else 0
-    if argv:
+    if argv not in ([], ["--examples"]):
         print(__doc__)
         return 2
-    for path, text in generated(nodes).items():
+    files = generated(nodes)
+    if argv == ["--examples"]:
+        if nodes is None:
+            print("error: --examples needs ComfyUI (set COMFYUI_PATH and use the Python that runs ComfyUI)",
+                  file=sys.stderr)
+            return 2
+        files.update(example_workflows(nodes))
+    for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")

@@ -5,7 +5,10 @@
 // `app` and `api` are passed in by lora_studio.js.
 
 const POLL_MS = 2000;
-const TEMPLATE = "/workflow_templates/lora_studio/train_from_folder.json";
+// ComfyUI serves this file as /extensions/<the pack's folder>/… and the templates as /api/workflow_templates/<the
+// same folder>/…; the folder is the user's (a git clone, the registry's name), so it is read, not written here.
+const PACK_FOLDER = decodeURIComponent(new URL(import.meta.url).pathname.split("/").at(-2));
+const TEMPLATE = `/workflow_templates/${encodeURIComponent(PACK_FOLDER)}/${encodeURIComponent("Train a LoRA from a dataset folder")}.json`;
 
 function el(tag, props = {}, ...children) {
   const e = document.createElement(tag);

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import pytest
 
@@ -281,54 +282,17 @@ def ui_checkpoint(page: Page) -> str:
                    "return Array.isArray(c[0]) ? c[0][0] : c[1].options[0];")
 
 
-def _workflow_helpers():
-    from tests.test_workflows import build_registry, load_nodes, strip_meta, ui_to_api
+def _workflow_helpers(server: ComfyServer):
+    """tools/workflows.py's converter with this server's node definitions (/object_info)."""
+    import sys
 
-    mp = pytest.MonkeyPatch()
-    reg = build_registry(load_nodes(), mp)
-    return reg, ui_to_api, strip_meta, mp
+    sys.path.insert(0, str(REPO_ROOT / "tools"))
+    import workflows
+
+    return workflows.specs_of(server.object_info()), workflows.ui_to_api, workflows.strip_meta
 
 
 # ----------------------------------------------------------------------------------- server-side checks
-
-
-def test_core_node_table_matches_the_server(comfy_server: ComfyServer):
-    """tests/test_workflows.py checks the workflows against a written-down table of core nodes in CI;
-    here the table is checked against this ComfyUI, with the values the workflows use."""
-    from tests.test_workflows import CORE_NODES, WORKFLOWS as WF_DIR
-
-    info = comfy_server.object_info()
-    used = {}
-    for path in WF_DIR.rglob("*.json"):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        nodes = data.get("nodes") or [{"type": n["class_type"], "api_inputs": n["inputs"]} for n in data.values()]
-        for n in nodes:
-            used.setdefault(n["type"], []).append(n)
-    for name, spec in CORE_NODES.items():
-        assert name in info, f"{name} is not a node of this ComfyUI"
-        real = info[name]["input"]
-        order = info[name].get("input_order", {})
-        for section in ("required", "optional"):
-            ours = list((spec["input"].get(section) or {}).items())
-            names = order.get(section) or list((real.get(section) or {}))
-            assert [k for k, _ in ours] == list(names), f"{name}.{section} inputs in another order or set: {names}"
-            for key, (typ, opts) in ours:
-                rtype, ropts = real[section][key][0], (real[section][key] + [{}])[1]
-                if typ == "COMBO":
-                    assert isinstance(rtype, list) or rtype == "COMBO", f"{name}.{key} is no combo here"
-                else:
-                    assert rtype == typ, f"{name}.{key}: {rtype} here, {typ} in the table"
-                    for bound in ("min", "max"):
-                        if bound in opts:
-                            assert ropts.get(bound) == opts[bound], f"{name}.{key}.{bound}: {ropts.get(bound)}"
-        assert tuple(info[name]["output"]) == spec["output"], name
-        assert bool(info[name].get("output_node")) == spec["output_node"], name
-    # The combo values the example workflows choose exist here (file lists aside).
-    ks = info["KSampler"]["input"]["required"]
-    for n in used.get("KSampler", []):
-        values = n.get("widgets_values")
-        if values:
-            assert values[4] in ks["sampler_name"][0] and values[5] in ks["scheduler"][0], values
 
 
 def test_server_serves_the_extension_the_templates_and_the_locales(comfy_server: ComfyServer):
@@ -340,8 +304,9 @@ def test_server_serves_the_extension_the_templates_and_the_locales(comfy_server:
     templates = comfy_server.get("/workflow_templates").json()
     assert sorted(templates.get("lora_studio", [])) == sorted(p.stem for p in WORKFLOWS.glob("*.json")), templates
     assert "train_api" not in templates["lora_studio"], "an API prompt must not be offered as a template"
-    served = comfy_server.get("/api/workflow_templates/lora_studio/train_from_folder.json").json()
-    assert served == json.loads((WORKFLOWS / "train_from_folder.json").read_text(encoding="utf-8"))
+    served = comfy_server.get("/api/workflow_templates/lora_studio/"
+                              + quote("Train a LoRA from a dataset folder.json")).json()
+    assert served == json.loads((WORKFLOWS / "Train a LoRA from a dataset folder.json").read_text(encoding="utf-8"))
     i18n = comfy_server.get("/i18n").json()
     for lang in ("en", "de"):
         defs = i18n[lang]["nodeDefs"]
@@ -354,39 +319,36 @@ def test_server_serves_the_extension_the_templates_and_the_locales(comfy_server:
 
 
 @browser
-def test_example_workflows_open_unchanged_and_show_our_widgets(ui: Page):
-    reg, ui_to_api, strip_meta, mp = _workflow_helpers()
-    try:
-        for path in sorted(WORKFLOWS.glob("*.json")):
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if "nodes" not in data:
-                continue  # API format: not a graph
-            load_workflow(ui, path)
-            got = ui.js("""
-                const saved = app.graph.serialize();
-                const p = await app.graphToPrompt();
-                return {types: app.graph._nodes.map((n) => n.type),
-                        widgets: Object.fromEntries(saved.nodes.map((n) => [n.id, n.widgets_values ?? []])),
-                        prompt: p.output,
-                        small: app.graph._nodes.filter((n) => n.type.startsWith('LoraStudio_'))
-                          .filter((n) => n.size[1] + 1 < n.computeSize()[1] || n.size[0] + 1 < n.computeSize()[0])
-                          .map((n) => [n.type, n.size, n.computeSize()])};
-            """)
-            assert sorted(got["types"]) == sorted(n["type"] for n in data["nodes"]), path.name
-            # Configure LoRA's 0 / "preset" of older workflows show as the preset's values; the rest is unchanged
-            data = migrated(data)
-            for node in data["nodes"]:
-                assert got["widgets"][str(node["id"])] == node["widgets_values"], \
-                    f"{path.name} node {node['id']} ({node['type']}): the frontend reads widgets_values differently"
-            assert strip_meta(got["prompt"]) == ui_to_api(data, reg), f"{path.name}: graphToPrompt differs"
-            assert not got["small"], f"{path.name}: node sizes smaller than their widgets need: {got['small']}"
-            if path.name == "train_from_folder.json":
-                api = json.loads((WORKFLOWS / "api" / "train_api.json").read_text(encoding="utf-8"))
-                assert same_job(strip_meta(got["prompt"]), strip_meta(api)), "api/train_api.json is not what the UI queues"
-    finally:
-        mp.undo()
+def test_example_workflows_open_unchanged_and_show_our_widgets(ui: Page, comfy_server: ComfyServer):
+    reg, ui_to_api, strip_meta = _workflow_helpers(comfy_server)
+    for path in sorted(WORKFLOWS.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if "nodes" not in data:
+            continue  # API format: not a graph
+        load_workflow(ui, path)
+        got = ui.js("""
+            const saved = app.graph.serialize();
+            const p = await app.graphToPrompt();
+            return {types: app.graph._nodes.map((n) => n.type),
+                    widgets: Object.fromEntries(saved.nodes.map((n) => [n.id, n.widgets_values ?? []])),
+                    prompt: p.output,
+                    small: app.graph._nodes.filter((n) => n.type.startsWith('LoraStudio_'))
+                      .filter((n) => n.size[1] + 1 < n.computeSize()[1] || n.size[0] + 1 < n.computeSize()[0])
+                      .map((n) => [n.type, n.size, n.computeSize()])};
+        """)
+        assert sorted(got["types"]) == sorted(n["type"] for n in data["nodes"]), path.name
+        # Configure LoRA's 0 / "preset" of older workflows show as the preset's values; the rest is unchanged
+        data = migrated(data)
+        for node in data["nodes"]:
+            assert got["widgets"][str(node["id"])] == node["widgets_values"], \
+                f"{path.name} node {node['id']} ({node['type']}): the frontend reads widgets_values differently"
+        assert strip_meta(got["prompt"]) == ui_to_api(data, reg), f"{path.name}: graphToPrompt differs"
+        assert not got["small"], f"{path.name}: node sizes smaller than their widgets need: {got['small']}"
+        if path.name == "Train a LoRA from a dataset folder.json":
+            api = json.loads((WORKFLOWS / "api" / "train_api.json").read_text(encoding="utf-8"))
+            assert same_job(strip_meta(got["prompt"]), strip_meta(api)), "api/train_api.json is not what the UI queues"
 
-    load_workflow(ui, WORKFLOWS / "train_from_folder.json")
+    load_workflow(ui, WORKFLOWS / "Train a LoRA from a dataset folder.json")
     state = ui.js(f"""
         const train = one('LoraStudio_TrainLoRA'), conf = one('LoraStudio_ConfigureLoRA');
         const panel = conf.loraStudioPanel;
@@ -412,7 +374,7 @@ def test_example_workflows_open_unchanged_and_show_our_widgets(ui: Page):
     # before any run: the live command, built by the server, with the dataset and the trigger token
     assert not state["copyDisabled"] and state["live"] and state["shown"] == state["live"], state
     assert "--trigger wcfox" in state["live"] and "watercolor_fox" in state["live"], state["live"]
-    wf = migrated(json.loads((WORKFLOWS / "train_from_folder.json").read_text(encoding="utf-8")))
+    wf = migrated(json.loads((WORKFLOWS / "Train a LoRA from a dataset folder.json").read_text(encoding="utf-8")))
     want = next(n for n in wf["nodes"] if n["type"] == "LoraStudio_ConfigureLoRA")["widgets_values"]
     want[0] = ui_checkpoint(ui)
     assert state["saved"] == want, "our DOM widgets must not add widgets_values"
@@ -422,7 +384,7 @@ def test_example_workflows_open_unchanged_and_show_our_widgets(ui: Page):
 @browser
 def test_training_run_fills_the_loss_chart_and_copies_the_command(ui: Page, comfy_server: ComfyServer,
                                                                   sd15_checkpoint):
-    load_workflow(ui, WORKFLOWS / "train_from_folder.json")
+    load_workflow(ui, WORKFLOWS / "Train a LoRA from a dataset folder.json")
     extra = {"test_mode": True, "lr_warmup_steps": 0, "checkpointing_steps": 0}
     name = f"browser_run_{int(time.time())}"
     ui.js(f"""
@@ -500,7 +462,7 @@ def test_german_locale_names_the_nodes_and_the_panel(ui: Page, comfy_server: Com
     _settings(comfy_server, **{"Comfy.Locale": "de"})
     try:
         open_ui(ui, comfy_server)
-        load_workflow(ui, WORKFLOWS / "train_from_folder.json")
+        load_workflow(ui, WORKFLOWS / "Train a LoRA from a dataset folder.json")
         ui.js("await new Promise((r) => setTimeout(r, 500)); return true;")
         got = ui.js("""
             const conf = one('LoraStudio_ConfigureLoRA');

@@ -113,7 +113,7 @@ def set_file_input(p, path: Path) -> None:
 
 
 def queue_training(p, dataset: str, name: str, ckpt: str = "sd15_random.safetensors") -> None:
-    tpl = (REPO / "example_workflows" / "train_from_folder.json").read_text(encoding="utf-8")
+    tpl = (REPO / "example_workflows" / "Train a LoRA from a dataset folder.json").read_text(encoding="utf-8")
     extra = json.dumps({"test_mode": True, "lr_warmup_steps": 0, "checkpointing_steps": 0,
                         "preview_sampling_steps": 2, "snr_gamma": 0})
     p.js(f"""
@@ -236,8 +236,8 @@ def test_configure_lora_and_sidebar_in_german(page, studio):
     _settings(server, **{"LoraStudio.Language": "de"})
     try:
         open_ui(p, server)
-        p.js("await app.loadGraphData(" + (REPO / "example_workflows" / "train_from_folder.json").read_text(encoding="utf-8")
-             + ", true, true, 'de'); await new Promise((r) => setTimeout(r, 800)); return true;")
+        tpl = (REPO / "example_workflows" / "Train a LoRA from a dataset folder.json").read_text(encoding="utf-8")
+        p.js("await app.loadGraphData(" + tpl + ", true, true, 'de'); await new Promise((r) => setTimeout(r, 800)); return true;")
         open_sidebar(p)
         got = p.wait_for("""const s = document.querySelector('.lora-studio-sidebar');
             const train = one('LoraStudio_TrainLoRA'), conf = one('LoraStudio_ConfigureLoRA');
