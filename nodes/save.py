@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..trainer.atomic import write_json_atomic
 from ..trainer.errors import LoraStudioError
-from ..trainer.export import save_lora, write_json_atomic
+from ..trainer.export import save_lora
 from ..trainer.job import record_output
 from ..trainer.runstate import clean_partials
 from .comfy_bridge import CATEGORY, Lora, io, loras_dir, refresh_lora_list
@@ -42,7 +43,7 @@ class SaveLoRAToModels(io.ComfyNode):
         # is said plainly instead of failing the node, which would hide that the LoRA exists.
         for target in [path.with_suffix(".job.json")] + ([Path(lora["record_path"])] if lora.get("record_path") else []):
             try:
-                write_json_atomic(target, record)  # the job record learns where the file went
+                write_json_atomic(target, record, overwrite=True)  # the job record learns where the file went
             except LoraStudioError as e:
                 notes.append(f"warning: the LoRA is saved, but {target.name} could not be written: {e}")
         refresh_lora_list()

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from trainer import TrainConfig, TrainingCancelled, TrainingFailed
 from trainer import checkpoint as ckpt
 from trainer.errors import ExportError
-from trainer.export import sanitize_name, save_lora, write_json_atomic
+from trainer.atomic import write_json_atomic
+from trainer.export import sanitize_name, save_lora
 from trainer.job import run_job
 from trainer.loop import Callbacks, Trainer
 
@@ -116,14 +117,14 @@ def test_out_of_memory_gives_the_numbers_and_what_to_lower(tmp_path, tiny_sd15, 
 
 def test_disk_full_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     target = tmp_path / "job.json"
-    write_json_atomic(target, {"v": 1})
+    write_json_atomic(target, {"v": 1}, overwrite=False)
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("pathlib.Path.write_text", full)
     with pytest.raises(ExportError, match="free disk space"):
-        write_json_atomic(target, {"v": 2})
+        write_json_atomic(target, {"v": 2}, overwrite=True)
     monkeypatch.undo()
     assert json.loads(target.read_text()) == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.json"]  # no temp file left

@@ -92,16 +92,16 @@ def test_save_node_when_the_record_cannot_be_written_still_reports_the_lora(stud
 
 def test_save_node_never_leaves_a_lora_without_its_config(studio, tmp_path, monkeypatch):
     _, save = studio
-    export = importlib.import_module("lora_studio_pack.trainer.export")
+    atomic = importlib.import_module("lora_studio_pack.trainer.atomic")
     errors = importlib.import_module("lora_studio_pack.trainer.errors")
-    real = export._commit
+    real = atomic.commit
 
     def commit(tmp, path, overwrite):
         if str(path).endswith(".safetensors"):
             raise errors.ExportError("Could not write: No space left on device")
         return real(tmp, path, overwrite)
 
-    monkeypatch.setattr(export, "_commit", commit)
+    monkeypatch.setattr(atomic, "commit", commit)
     with pytest.raises(Exception, match="No space left"):
         save.SaveLoRAToModels.execute(_lora())
     assert not (tmp_path / "loras").exists() or list((tmp_path / "loras").iterdir()) == []

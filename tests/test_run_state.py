@@ -20,7 +20,8 @@ from trainer import TrainConfig, TrainingCancelled
 from trainer import checkpoint as ckpt
 from trainer.checkpoint import AlreadyFinished
 from trainer.cli import main
-from trainer.export import save_lora, write_json_atomic
+from trainer.atomic import write_json_atomic
+from trainer.export import save_lora
 from trainer.job import run_job
 from trainer.loop import Callbacks
 from trainer.runstate import clean_partials, mark_interrupted_records, record_status
@@ -257,11 +258,12 @@ def test_a_kill_at_any_point_of_the_save_leaves_no_lora_without_its_config(tmp_p
 import os, signal, sys
 sys.path.insert(0, {str(REPO)!r})
 import torch
+import trainer.atomic as at
 import trainer.export as ex
 stage = {stage!r}
-real_prepare, real_commit = ex._prepare, ex._commit
-def prepare(path, write):
-    tmp = real_prepare(path, write)
+real_prepare, real_commit = at.prepare, at.commit
+def prepare(path, write, **kw):
+    tmp = real_prepare(path, write, **kw)
     if (stage == "config_written" and path.name.endswith(".json")) or (stage == "lora_written" and
                                                                        path.suffix == ".safetensors"):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -271,7 +273,7 @@ def commit(tmp, path, overwrite):
     if (stage == "config_linked" and path.name.endswith(".json")) or (stage == "lora_linked" and
                                                                       path.suffix == ".safetensors"):
         os.kill(os.getpid(), signal.SIGKILL)
-ex._prepare, ex._commit = prepare, commit
+at.prepare, at.commit = prepare, commit
 ex.save_lora({str(out)!r}, "tiny", {{"a": torch.zeros(2)}}, {{}}, {{"rank": 1}})
 """
     p = _popen(code)
@@ -292,7 +294,7 @@ def test_outputs_honour_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
         path, cfg_path = save_lora(tmp_path / "loras", "x", {"a": torch.zeros(1)}, {}, {})
-        record = write_json_atomic(tmp_path / "jobs" / "r.json", {"a": 1})
+        record = write_json_atomic(tmp_path / "jobs" / "r.json", {"a": 1}, overwrite=False)
         ck = ckpt.save(tmp_path / "ck", 1, {"a": torch.zeros(1)}, {}, {}, {}, keep=1)
     finally:
         os.umask(old)

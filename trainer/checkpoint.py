@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 import torch
 
+from .atomic import atomic_folder, write_json_atomic
 from .errors import LoraStudioError
 
 log = logging.getLogger("lora_studio.checkpoint")
@@ -109,35 +109,22 @@ def complete_checkpoints(root: Path) -> list[Checkpoint]:
 def save(root: Path, step: int, tensors: dict[str, torch.Tensor], optim_state: dict, rng_state: dict,
          state: dict[str, Any], keep: int) -> Path:
     from .errors import ExportError
-    from .export import ensure_folder, honour_umask, write_safetensors_atomic
-    from .runstate import PARTIAL, partial_prefix, this_process
+    from .export import write_safetensors_atomic
+    from .runstate import this_process
 
-    ensure_folder(root)
     final = root / f"step-{step:06d}"
-    tmp = None
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(final.name), suffix=PARTIAL, dir=root))
-        honour_umask(tmp, directory=True)
-        write_safetensors_atomic(tmp / "adapter.safetensors", tensors, {"step": str(step)}, overwrite=True)
-        _save_torch(tmp / "optimizer.pt", optim_state)
-        _save_torch(tmp / "rng.pt", rng_state)
-        (tmp / "state.json").write_text(json.dumps(dict(state, step=step, saved_at=time.time(),
-                                                        process=this_process()), indent=1, default=str))
-        _fsync_dir(tmp)
-        if final.exists():  # the same step saved twice (cancel right after a periodic save)
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
+        # overwrite: the same step saved twice (cancel right after a periodic save)
+        with atomic_folder(final, overwrite=True) as tmp:
+            write_safetensors_atomic(tmp / "adapter.safetensors", tensors, {"step": str(step)}, overwrite=False)
+            _save_torch(tmp / "optimizer.pt", optim_state)
+            _save_torch(tmp / "rng.pt", rng_state)
+            write_json_atomic(tmp / "state.json", dict(state, step=step, saved_at=time.time(), process=this_process()),
+                              overwrite=False)
     except OSError as e:  # ExportError included: disk full, permissions
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
         raise ExportError(f"Could not write the checkpoint of step {step} in {root}: {e.strerror or e}. The "
                           "earlier checkpoints are intact. Fix: free disk space (or set jobs_dir to a disk with "
                           "room).") from None
-    except BaseException:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in complete_checkpoints(root)[:-keep]:
         shutil.rmtree(old.path, ignore_errors=True)
     log.info("checkpoint %s", final)
@@ -149,19 +136,6 @@ def _save_torch(path: Path, obj: Any) -> None:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load(ck: Checkpoint) -> tuple[dict[str, torch.Tensor], dict, dict]:
@@ -239,11 +213,7 @@ def mark_finished(cfg, job_id: str, resumed_from: Path | None = None) -> None:
     if resumed_from is not None:
         targets += [c for c in complete_checkpoints(Path(resumed_from).parent) if c.path == Path(resumed_from)]
     for ck in targets:
-        state_file = ck.path / "state.json"
-        tmp = state_file.with_name(f".state.{os.getpid()}.json.partial")
         try:
-            tmp.write_text(json.dumps(dict(ck.state, finished=job_id), indent=1, default=str))
-            os.replace(tmp, state_file)
+            write_json_atomic(ck.path / "state.json", dict(ck.state, finished=job_id), overwrite=True)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             log.warning("could not mark checkpoint %s as finished (%s): resume 'auto' may offer it again", ck.path, e)

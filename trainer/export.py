@@ -5,23 +5,21 @@
 - `<name>.adapter_config.json` beside it (peft's LoraConfig per model part: the guide's
   "copy both files"),
 - the job record, the guide's `lora/jobs/<id>.json`.
-Each file is written to a temporary name in the same folder, flushed to disk, then linked or
-renamed into place in one step.
+Each file is written to a hidden partial in the same folder, flushed to disk, then linked or
+renamed into place in one step (trainer/atomic.py).
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .data.safety import system_folder_problem
+from . import atomic
 from .errors import ExportError
 from .interop import sgm_state_dict
 from .lora import text_encoder_prefixes, to_kohya
@@ -65,124 +63,6 @@ def free_path(folder: Path, stem: str, suffix: str = ".safetensors") -> Path:
     return candidate
 
 
-def folder_problem(folder: str | Path) -> str | None:
-    """Why `folder` cannot hold our files (None if it can): the file system root or a system folder, an
-    existing file on the way, or no write access."""
-    p = Path(folder).expanduser()
-    system = system_folder_problem(p)
-    if system:
-        return system
-    probe = p
-    while not probe.exists():  # the first part of the path that exists decides
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        return f"'{probe}' is a file, not a folder" if probe == p else f"'{probe}' on the way there is a file"
-    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
-        return f"'{probe}' is not writable by this user"
-    return None
-
-
-def ensure_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        why = folder_problem(folder) or (e.strerror or str(e))
-        raise ExportError(f"Cannot create the folder '{folder}': {why}. Nothing was written. Fix: choose another "
-                          "folder, or remove what is in the way.") from None
-    if not folder.is_dir():
-        raise ExportError(f"'{folder}' is a file, not a folder. Nothing was written. Fix: choose another folder.")
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where the OS allows (os.umask sets it: racy in threads)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def honour_umask(path: str | Path, directory: bool = False) -> None:
-    """mkstemp/mkdtemp create 0600/0700 whatever the umask: give the final file the mode open() would have,
-    so a web server or another tool running as another user can read the LoRA when the umask allows it."""
-    try:
-        os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
-    except OSError:
-        pass
-
-
-def _write_error(path: Path, e: OSError) -> ExportError:
-    return ExportError(f"Could not write '{path}': {e.strerror or e}. Nothing was changed under that name. "
-                       "Fix: free disk space or check the folder's permissions, then save again.")
-
-
-def _prepare(path: Path, write) -> Path:
-    """Write a hidden temporary file beside `path` via `write(tmp)`, flushed to disk, with the umask's mode."""
-    from .runstate import PARTIAL, partial_prefix
-
-    ensure_folder(path.parent)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=partial_prefix(path.name), suffix=PARTIAL, dir=path.parent)
-    except OSError as e:
-        raise _write_error(path, e) from None
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        honour_umask(tmp)
-    except OSError as e:
-        _unlink_quietly(tmp)
-        raise _write_error(path, e) from None
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    return Path(tmp)
-
-
-def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
-    """Put a prepared file under its name in one step. Without `overwrite` it is linked (FileExistsError if the
-    name is taken: no check-then-write race) and `tmp` stays for the caller to remove."""
-    try:
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError as e:
-        raise _write_error(path, e) from None
-
-
-def _write_atomic(path: Path, write, overwrite: bool) -> Path:
-    """Write via `write(tmp_path)`; then move into place. Without `overwrite`, an existing file is never replaced."""
-    tmp = _prepare(path, write)
-    try:
-        _commit(tmp, path, overwrite)
-    finally:
-        _unlink_quietly(tmp)  # after a link (or a failure): the temporary name goes
-    return path
-
-
-def _unlink_quietly(p: str | Path) -> None:
-    try:
-        os.unlink(p)
-    except OSError:
-        pass
-
-
-def write_json_atomic(path: Path, data: Any, overwrite: bool = True) -> Path:
-    text = json.dumps(data, indent=2, sort_keys=True, default=str)
-    return _write_atomic(path, lambda p: p.write_text(text, encoding="utf-8"), overwrite)
-
-
 _ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64"}
 
 
@@ -214,7 +94,7 @@ def _write_safetensors(p: Path, tensors: dict[str, torch.Tensor], metadata: dict
 
 def write_safetensors_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
                              overwrite: bool = False) -> Path:
-    return _write_atomic(path, lambda p: _write_safetensors(p, tensors, metadata), overwrite)
+    return atomic.write_atomic(path, lambda p: _write_safetensors(p, tensors, metadata), overwrite=overwrite)
 
 
 def kohya_state_dict(family: str, unet_lora: dict, te_loras: list[dict], alpha: float,
@@ -307,32 +187,32 @@ def save_lora(out_dir: Path, stem: str, tensors: dict[str, torch.Tensor], metada
     # overwriting) and the LoRA follows: a kill at any point leaves no LoRA without its config and no half file
     # under a final name (at worst a config whose LoRA is missing: that name is skipped).
     text = json.dumps(adapter_cfg, indent=2, sort_keys=True, default=str)
-    cfg_tmp = _prepare(out_dir / f"{stem}{ADAPTER_SUFFIX}", lambda p: p.write_text(text, encoding="utf-8"))
+    cfg_tmp = atomic.prepare(out_dir / f"{stem}{ADAPTER_SUFFIX}", lambda p: p.write_text(text, encoding="utf-8"))
     try:
-        lora_tmp = _prepare(out_dir / f"{stem}.safetensors", lambda p: _write_safetensors(p, tensors, metadata))
+        lora_tmp = atomic.prepare(out_dir / f"{stem}.safetensors", lambda p: _write_safetensors(p, tensors, metadata))
     except BaseException:
-        _unlink_quietly(cfg_tmp)
+        atomic.unlink_quietly(cfg_tmp)
         raise
     try:
         for _ in range(10_000):  # another writer may take the free name between our look and our link: look again
             path = free_path(out_dir, stem)
             cfg_path = path.with_suffix(ADAPTER_SUFFIX)
             try:
-                _commit(cfg_tmp, cfg_path, overwrite=False)
+                atomic.commit(cfg_tmp, cfg_path, overwrite=False)
             except FileExistsError:
                 continue
             try:
-                _commit(lora_tmp, path, overwrite=False)
+                atomic.commit(lora_tmp, path, overwrite=False)
                 break
             except BaseException:
-                _unlink_quietly(cfg_path)
+                atomic.unlink_quietly(cfg_path)
                 if not isinstance(sys.exc_info()[1], FileExistsError):
                     raise
         else:
             raise ExportError(f"No free file name for '{stem}' in {out_dir}. Fix: choose another name.")
     finally:
-        _unlink_quietly(cfg_tmp)
-        _unlink_quietly(lora_tmp)
+        atomic.unlink_quietly(cfg_tmp)
+        atomic.unlink_quietly(lora_tmp)
     log.info("wrote %s", path)
     return path, cfg_path
 

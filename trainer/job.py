@@ -30,8 +30,8 @@ from .data.quality import file_sha256 as bytes_sha256
 from .encode import ItemEncoder, square_sizes
 from .errors import ConfigError, ExportError, LoraStudioError, Problem, TrainingCancelled
 from .interop import target_warnings
-from .export import (SAVE_DTYPES, adapter_config, folder_problem, kohya_state_dict, lora_metadata, sanitize_name, save_lora,
-                     write_json_atomic)
+from .atomic import folder_problem, write_json_atomic
+from .export import SAVE_DTYPES, adapter_config, kohya_state_dict, lora_metadata, sanitize_name, save_lora
 from . import checkpoint
 from .commands import headless_command, job_commands
 from .runstate import clean_partials, mark_interrupted_records, this_process
@@ -76,7 +76,7 @@ def file_sha256(path: Path, cache_dir: Path | None = None, remember: bool = True
     if cache_file and remember:
         cache[key] = digest
         with contextlib.suppress(OSError, LoraStudioError):
-            write_json_atomic(cache_file, cache)
+            write_json_atomic(cache_file, cache, overwrite=True)
     return digest
 
 
@@ -207,7 +207,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                 cb.message(f"resuming from {resume.path.name} (step {resume.step} of {cfg.max_train_steps})")
             # The record appears once the inputs are known good: a bad dataset or model writes nothing.
             if acc.is_main_process:
-                write_json_atomic(record_path, record)
+                write_json_atomic(record_path, record, overwrite=True)
             opened = True
             train = trainer.run()
             record["metrics"] = _metrics(cfg, acc, train, t_start)
@@ -227,7 +227,7 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
                 checkpoint.mark_finished(cfg, job_id, resume.path if resume is not None else None)
                 record.update(status="finished", finished=datetime.now(timezone.utc).isoformat())
                 try:
-                    write_json_atomic(record_path, record)
+                    write_json_atomic(record_path, record, overwrite=True)
                 except LoraStudioError as e:  # the LoRA is written: the run succeeded; say what is missing
                     result.record_error = (f"The LoRA was written, but the job record {record_path} could not be "
                                            f"updated ({e}). It will read 'interrupted'; the LoRA is complete.")
@@ -471,7 +471,7 @@ def _close_record(acc, record_path: Path, record: dict, status: str, message: st
         return
     record.update(status=status, message=message, finished=datetime.now(timezone.utc).isoformat())
     with contextlib.suppress(Exception):  # the record must never mask the real error
-        write_json_atomic(record_path, record)
+        write_json_atomic(record_path, record, overwrite=True)
 
 
 def _free(bm: BaseModel | None) -> None:

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from .models import BaseModel
+from .pipeline import build_pipeline
 
 log = logging.getLogger("lora_studio.preview")
 
@@ -33,22 +34,6 @@ def negative_prompt(cfg, extra: str = "") -> str:
     return ", ".join(parts + safety_terms(cfg))
 
 
-def _pipeline(bm: BaseModel, unet):
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
-
-    sched = EulerDiscreteScheduler.from_config(bm.scheduler.config)
-    if bm.family == "sdxl":
-        pipe = StableDiffusionXLPipeline(vae=bm.vae, text_encoder=bm.text_encoders[0],
-                                         text_encoder_2=bm.text_encoders[1], tokenizer=bm.tokenizers[0],
-                                         tokenizer_2=bm.tokenizers[1], unet=unet, scheduler=sched)
-    else:
-        pipe = StableDiffusionPipeline(vae=bm.vae, text_encoder=bm.text_encoders[0], tokenizer=bm.tokenizers[0],
-                                       unet=unet, scheduler=sched, safety_checker=None, feature_extractor=None,
-                                       requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @torch.no_grad()
 def render(bm: BaseModel, unet, prompts: list[str], cfg, device: torch.device, autocast=None,
            extra_negative: str = "") -> list[Image.Image]:
@@ -60,7 +45,7 @@ def render(bm: BaseModel, unet, prompts: list[str], cfg, device: torch.device, a
             m.to(device)
         for m in parts:
             m.eval()
-        pipe = _pipeline(bm, unet)
+        pipe = build_pipeline(bm, unet)
         neg = negative_prompt(cfg, extra_negative)
         images = []
         for i, prompt in enumerate(prompts):

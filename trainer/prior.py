@@ -12,21 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from PIL import Image
 
+from .atomic import write_atomic, write_json_atomic
 from .config import TrainConfig
 from .data import IMAGE_EXTENSIONS, Sample
 from .data.safety import is_text, shown
 from .errors import DatasetError, TrainingCancelled
 from .models import BaseModel
+from .pipeline import SAMPLER, build_pipeline
 
 log = logging.getLogger("lora_studio.prior")
 
@@ -35,7 +35,6 @@ Generate = Callable[[str, int, int, int, int], Image.Image]
 
 CACHE_FORMAT = "lora-studio-class-images-v1"  # in every key: a change in rendering invalidates old sets
 CLASS_GUIDANCE = 7.5  # the pipelines' default, as in diffusers' DreamBooth script
-SAMPLER = "DPMSolverMultistepScheduler"  # good pictures in 20–25 steps; the training DDPM needs ~1000
 MANIFEST = "manifest.json"
 
 
@@ -131,21 +130,9 @@ class PipelineRenderer:
         self._embeds: dict[str, dict[str, torch.Tensor]] = {}
 
     def __enter__(self) -> "PipelineRenderer":
-        from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
-
         bm = self.bm
         self._saved = [(m, _device_of(m), m.training) for m in (bm.unet, bm.vae, *bm.text_encoders)]
-        sampler = DPMSolverMultistepScheduler.from_config(bm.scheduler.config)  # a copy: training's stays as it is
-        if bm.family == "sdxl":
-            self.pipe = StableDiffusionXLPipeline(
-                vae=bm.vae, text_encoder=bm.text_encoders[0], text_encoder_2=bm.text_encoders[1],
-                tokenizer=bm.tokenizers[0], tokenizer_2=bm.tokenizers[1], unet=bm.unet, scheduler=sampler,
-                add_watermarker=False)
-        else:
-            self.pipe = StableDiffusionPipeline(
-                vae=bm.vae, text_encoder=bm.text_encoders[0], tokenizer=bm.tokenizers[0], unet=bm.unet,
-                scheduler=sampler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-        self.pipe.set_progress_bar_config(disable=True)
+        self.pipe = build_pipeline(bm)
         try:
             for m, _, _ in self._saved:
                 m.eval()  # dropout off: class pictures are inference, not training
@@ -233,15 +220,8 @@ def _readable_image(path: Path) -> bool:
 
 
 def _save_png_atomic(image: Image.Image, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        image.convert("RGB").save(tmp, format="PNG")
-        os.replace(tmp, path)  # readers see the old state or the whole picture, never half of one
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    # overwrite: a damaged or stale picture under this name is rendered again; readers see the old or the whole one
+    write_atomic(path, lambda p: image.convert("RGB").save(p, format="PNG"), overwrite=True)
 
 
 def _write_manifest(folder: Path, key: str, model_id: str, cfg: TrainConfig) -> None:
@@ -250,15 +230,7 @@ def _write_manifest(folder: Path, key: str, model_id: str, cfg: TrainConfig) -> 
                 "resolution": cfg.resolution, "sampling_steps": cfg.class_sampling_steps,
                 "guidance_scale": CLASS_GUIDANCE, "sampler": SAMPLER,
                 "images": [{"file": n, "seed": cfg.class_seed + int(n[6:10])} for n in images]}
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1)
-        os.replace(tmp, folder / MANIFEST)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_json_atomic(folder / MANIFEST, manifest, overwrite=True)
 
 
 def _say(callbacks: Any, text: str) -> None:

@@ -106,7 +106,7 @@ def record_status(record: dict[str, Any]) -> str:
 
 def mark_interrupted_records(jobs_dir: str | Path) -> list[Path]:
     """Rewrite records of runs whose process died as "interrupted" (atomically). Returns the records changed."""
-    from .export import write_json_atomic
+    from .atomic import write_json_atomic
 
     changed = []
     jobs_dir = Path(jobs_dir).expanduser()
@@ -124,6 +124,6 @@ def mark_interrupted_records(jobs_dir: str | Path) -> list[Path]:
         record.update(status="interrupted", message="the process running this job ended without closing it "
                       "(killed, or the machine stopped); resume from its last checkpoint if it has one")
         with contextlib.suppress(Exception):
-            write_json_atomic(p, record)
+            write_json_atomic(p, record, overwrite=True)
             changed.append(p)
     return changed

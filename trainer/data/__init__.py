@@ -14,11 +14,11 @@ from .buckets import MAX_ASPECT, bucket_set, plan_buckets
 from .cache import LatentCache
 from .captions import (apply_caption_dropout, apply_trigger, augment_caption, read_negative_prompts,
                        shuffle_tags)
-from .discover import Dataset, Sample, load_dataset
+from .discover import Dataset, Sample
 from .findings import DatasetCheckError, DatasetReport, Finding
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, image_size, load_rgb, to_training_tensor
 from .quality import BLUR_THRESHOLD, NEAR_DUPLICATE_BITS
-from .report import check_dataset
+from .report import check_dataset, load_dataset
 from .safety import ALLOWED_ROOTS_ENV, confine, env_allowed_roots
 from .zipimport import ZipLimits, import_zip
 

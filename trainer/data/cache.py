@@ -2,8 +2,8 @@
 
 The key covers everything the latent depends on: the image's bytes (not its name or date: a renamed
 file still hits, an edited one misses), the training size, the crop mode, the flip, and the VAE
-(`vae_id`: the base model's sha256). Entries are safetensors files written atomically (temp file +
-os.replace), so a crash or a parallel run never leaves a half-written latent that a later run trusts.
+(`vae_id`: the base model's sha256). Entries are safetensors files written atomically (trainer/atomic.py:
+hidden partial + os.replace), so a crash or a parallel run never leaves a half-written latent that a later run trusts.
 A corrupt or unreadable entry counts as a miss and is replaced.
 """
 from __future__ import annotations
@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ..atomic import write_atomic
 from .quality import file_sha256
 
 log = logging.getLogger("lora_studio.data.cache")
@@ -74,22 +73,15 @@ class LatentCache:
         from safetensors.torch import save_file
 
         path = self._path(key)
-        tmp = None
+        latent = {"latent": tensor.detach().to("cpu").contiguous()}
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
-            os.close(fd)
-            save_file({"latent": tensor.detach().to("cpu").contiguous()}, tmp,
-                      metadata={"format": CACHE_FORMAT, "vae_id": self.vae_id})
-            os.replace(tmp, path)
-            tmp = None
+            # no fsync: an entry a crash leaves short fails to load, counts as a miss and is encoded again
+            write_atomic(path, lambda p: save_file(latent, str(p), metadata={"format": CACHE_FORMAT,
+                                                                              "vae_id": self.vae_id}),
+                         overwrite=True, fsync=False)
         except Exception as e:  # OSError mostly; safetensors raises its own types too
             self.write_errors += 1
             log.warning("latent cache: could not write %s (%s); training goes on without caching it", path, e)
-        finally:
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
 
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses, "write_errors": self.write_errors}

@@ -25,12 +25,12 @@ from ..errors import DatasetError
 from . import findings as F
 from .captions import (CAPTION_EXTENSIONS, NEGATIVE_PROMPT_FILES, NOT_CAPTIONS, apply_trigger, decode_text,
                        normalize_caption, read_negative_prompts, read_text, text_encoding)
-from .findings import DatasetReport, Finding
+from .findings import Finding
 from .images import IMAGE_EXTENSIONS, image_size
 from .quality import file_sha256 as _file_sha256
 from .safety import MAX_METADATA_BYTES, inside, is_text, relative_name, shown, walk
 
-__all__ = ["Dataset", "Sample", "apply_trigger", "check_root", "discover", "inside", "load_dataset"]
+__all__ = ["Dataset", "Sample", "apply_trigger", "check_root", "discover", "inside"]
 
 log = logging.getLogger("lora_studio.data")
 
@@ -106,24 +106,6 @@ def check_root(root: str | Path) -> Path:
         raise DatasetError(f"Dataset folder '{root}' cannot be read by this process. Fix: check its permissions "
                            "(the server's user needs read and execute rights on it).")
     return root.resolve()
-
-
-def load_dataset(root: str | Path, trigger_token: str = "", placeholder: str = "<my_token>") -> Dataset:
-    """Discover without decoding images. Raises DatasetError for unsafe paths or no usable images."""
-    ds = discover(check_root(root))
-    raw_captions = [s.caption for s in ds.samples]
-    for s in ds.samples:
-        s.caption = apply_trigger(s.caption, trigger_token, placeholder)
-    report = DatasetReport(str(ds.root), list(ds.problems), list(ds.findings))
-    if not ds.samples:
-        report.problems.append(no_images_finding(ds.root))
-    if report.problems:
-        raise F.DatasetCheckError(report)
-    report.warnings += trigger_findings(ds, raw_captions, trigger_token, placeholder)
-    ds.warnings = [str(w) for w in report.warnings]
-    for w in ds.warnings:
-        log.warning(w)
-    return ds
 
 
 def no_images_finding(root: Path) -> Finding:
@@ -335,14 +317,10 @@ class _Discovery:
             if len(twins) > 1:
                 self.warn(F.DUPLICATE_NAME, img, f"shares the caption file {cap.name} with "
                           f"{', '.join(t.name for t in twins if t != img)}. Fix: give each image its own name.")
-            try:
-                text, enc, truncated = read_text(cap)
-            except OSError as e:
-                self.warn(F.UNREADABLE_FILE, cap, f"cannot be read ({e.strerror or e}); its image is skipped. "
-                          "Fix: check its permissions.")
+            read = self._read_text_file(cap, read_text, "its image is skipped", "captions")
+            if read is None:
                 continue
-            if enc:
-                self.warn(F.CAPTION_ENCODING, cap, f"is not UTF-8; read as {enc}. Fix: save captions as UTF-8.")
+            text, _, truncated = read
             if truncated:
                 self.warn(F.CAPTION_TOO_LONG, cap, "is longer than a caption can be; only its start is used. "
                           "Fix: keep captions to a sentence or a tag list.")
@@ -359,14 +337,20 @@ class _Discovery:
         if not files:
             return
         path = min(files, key=lambda p: (len(p.parts), str(p)))  # the one nearest the dataset root
+        read = self._read_text_file(path, read_negative_prompts, "no negative prompts are used", "it")
+        if read is not None:
+            self.ds.negative_prompts = read[0]
+
+    def _read_text_file(self, path: Path, read, lost: str, save: str) -> tuple | None:
+        """`read(path)` -> (content, encoding or None, ...); None when unreadable. Both troubles become findings."""
         try:
-            self.ds.negative_prompts, enc = read_negative_prompts(path)
+            out = read(path)
         except OSError as e:
-            self.warn(F.UNREADABLE_FILE, path, f"cannot be read ({e.strerror or e}); no negative prompts are used. "
-                      "Fix: check its permissions.")
-            return
-        if enc:
-            self.warn(F.CAPTION_ENCODING, path, f"is not UTF-8; read as {enc}. Fix: save it as UTF-8.")
+            self.warn(F.UNREADABLE_FILE, path, f"cannot be read ({e.strerror or e}); {lost}. Fix: check its permissions.")
+            return None
+        if out[1]:
+            self.warn(F.CAPTION_ENCODING, path, f"is not UTF-8; read as {out[1]}. Fix: save {save} as UTF-8.")
+        return out
 
 
 def discover(root: Path) -> Dataset:

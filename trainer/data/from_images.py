@@ -11,15 +11,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_folder
 from ..errors import DatasetError
 
 MAX_GRAPH_IMAGES = 1000  # far above what a LoRA needs; stops a mis-wired video or list from filling the disk
@@ -74,13 +72,10 @@ def write_image_dataset(images: Sequence[np.ndarray], captions: Sequence[str], p
     target = parent / f"{name}-{content_hash(pictures, texts)[:12]}"
     if (target / "metadata.jsonl").is_file():
         return target  # the same pictures and captions: reuse the folder, and with it the latent cache
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=parent))
     try:
-        _write_folder(tmp, pictures, texts)
-        os.replace(tmp, target)  # atomic for a folder on one file system; fails if another run got there first
+        with atomic_folder(target, overwrite=False) as tmp:  # fails if another run got there first
+            _write_folder(tmp, pictures, texts)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
         if (target / "metadata.jsonl").is_file():
             return target
         raise

@@ -45,12 +45,13 @@ def resolve_root(root: str | Path, allowed_roots: list[str | Path] | None) -> Pa
 
 def check_dataset(root: str | Path, *, resolution: int, trigger_token: str = "", placeholder: str = "<my_token>",
                   preset_key: str | None = None, allowed_roots: list[str | Path] | None = None,
-                  bucketed: bool = True) -> tuple[Dataset, DatasetReport]:
+                  bucketed: bool = True, quick: bool = False) -> tuple[Dataset, DatasetReport]:
     """Discover, decode and check a dataset. Returns the usable samples and the report.
 
     `allowed_roots`: folders the dataset must lie in (the nodes pass ComfyUI's input directory);
     None means the given folder itself (headless). LORA_STUDIO_ALLOWED_ROOTS adds more.
     `bucketed`: judge picture sizes against their aspect-ratio buckets (plan_buckets) instead of a square crop.
+    `quick`: only what the folder's names and captions tell, no picture opened (load_dataset).
     Raises DatasetError for a missing/unreadable/disallowed folder, DatasetCheckError (a DatasetError with
     `.report`) for blocking problems; its message is the report's text.
     """
@@ -59,13 +60,14 @@ def check_dataset(root: str | Path, *, resolution: int, trigger_token: str = "",
     raw_captions = [s.caption for s in ds.samples]
     for s in ds.samples:
         s.caption = apply_trigger(s.caption, trigger_token, placeholder)
-    stats = _inspect(ds, report)
+    stats = [] if quick else _inspect(ds, report)
     if not ds.samples:
         report.problems.append(no_images_finding(ds.root))
     else:
         report.warnings += trigger_findings(ds, raw_captions, trigger_token, placeholder)
-        _count(ds, report, preset_key)
-        _pictures(ds, stats, report, resolution, bucketed)
+        if not quick:
+            _count(ds, report, preset_key)
+            _pictures(ds, stats, report, resolution, bucketed)
     report.stats = _summary(ds, report, resolution, bucketed, skipped=len(raw_captions) - len(ds.samples))
     ds.warnings = [str(w) for w in report.warnings]
     for f in report.problems + report.warnings:  # DEBUG: the caller shows the report, once
@@ -76,6 +78,12 @@ def check_dataset(root: str | Path, *, resolution: int, trigger_token: str = "",
     if report.problems:
         raise DatasetCheckError(report)
     return ds, report
+
+
+def load_dataset(root: str | Path, trigger_token: str = "", placeholder: str = "<my_token>") -> Dataset:
+    """The usable samples with their captions, checked as check_dataset does but without opening a picture.
+    Raises DatasetError for unsafe paths or no usable images."""
+    return check_dataset(root, resolution=0, trigger_token=trigger_token, placeholder=placeholder, quick=True)[0]
 
 
 def _inspect(ds: Dataset, report: DatasetReport) -> list[ImageStats]:

@@ -21,11 +21,11 @@ import logging
 import os
 import shutil
 import stat
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from ..atomic import atomic_folder
 from ..errors import DatasetError
 from .captions import CAPTION_EXTENSIONS, NEGATIVE_PROMPT_FILES
 from .discover import REPEAT_FOLDER
@@ -234,17 +234,11 @@ def import_zip(zip_path: str | Path, dest_parent: str | Path, *, name: str | Non
         with zipfile.ZipFile(zip_path) as zf:
             planned = plan_zip(zf, label, limits, archive_bytes=zip_path.stat().st_size)
             _check_disk(dest_parent, planned, label)
-            dest_parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.importing-", dir=dest_parent))
-            try:
+            with atomic_folder(target, overwrite=False) as tmp:
                 _extract(zf, planned, tmp, label, limits)
-                if target.exists() or target.is_symlink():  # appeared while we extracted
-                    raise DatasetError(f"A folder '{folder}' appeared in '{dest_parent}' during the import. "
-                                       "Fix: import again under another name.")
-                os.rename(tmp, target)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+    except FileExistsError:  # appeared while we extracted
+        raise DatasetError(f"A folder '{folder}' appeared in '{dest_parent}' during the import. Nothing was "
+                           "extracted. Fix: import again under another name.") from None
     except UnicodeDecodeError:  # zipfile decodes every name on open; the UTF-8 flag was set on bytes that are not
         raise DatasetError(f"{label} has an entry name that is marked as UTF-8 but is not valid UTF-8 text. Nothing "
                            "was extracted. Fix: make a new ZIP with your system's 'compress' command, or rename "

@@ -28,8 +28,8 @@ def build_tiny_model(out_dir: str | Path, family: str = "sd15", seed: int = 0, c
     """
     from filelock import FileLock, Timeout
 
+    from ..atomic import ensure_folder
     from ..errors import ModelLoadError
-    from ..export import ensure_folder
     from ..runstate import clean_partials
 
     out = Path(out_dir)
@@ -54,19 +54,14 @@ def build_tiny_model(out_dir: str | Path, family: str = "sd15", seed: int = 0, c
 
 
 def _build(out: Path, family: str, seed: int, config_root: Path | None) -> None:
-    import shutil
-    import tempfile
-
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from ..export import honour_umask
-    from ..runstate import PARTIAL, partial_prefix
+    from ..atomic import atomic_folder
 
     src = config_root or CONFIG_ROOT / TINY_FAMILIES[family]
-    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(out.name), suffix=PARTIAL, dir=out.parent))
-    try:
-        honour_umask(tmp, directory=True)
+    # overwrite: an incomplete folder under the final name (from before partial folders) is replaced
+    with atomic_folder(out, overwrite=True) as tmp:
         cfg = lambda sub: json.loads((src / sub / "config.json").read_text())  # noqa: E731
         torch.manual_seed(seed)
         UNet2DConditionModel.from_config(cfg("unet")).save_pretrained(tmp / "unet")
@@ -81,9 +76,3 @@ def _build(out: Path, family: str, seed: int, config_root: Path | None) -> None:
         index = {"_class_name": "StableDiffusionXLPipeline" if family == "sdxl" else "StableDiffusionPipeline",
                  "lora_studio_note": "TINY RANDOM DEMO MODEL - not a real Stable Diffusion; its images are noise"}
         (tmp / "model_index.json").write_text(json.dumps(index, indent=1))
-        if out.exists():  # an incomplete folder under the final name (from before partial folders): replace it
-            shutil.rmtree(out)
-        tmp.rename(out)  # whole folder or nothing
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -25,7 +25,7 @@ from ..data.captions import CAPTION_EXTENSIONS, NEGATIVE_PROMPT_FILES
 from ..data.images import IMAGE_EXTENSIONS
 from ..data.safety import relative_name, safe_folder_name
 from ..errors import DatasetError
-from ..export import write_json_atomic
+from ..atomic import atomic_folder, write_json_atomic
 from .errors import StudioError
 from .jobs import Viewer
 
@@ -226,12 +226,8 @@ class DatasetStore:
                 import_zip(up.staging / "upload.zip", self.input_dir, name=name)
             else:
                 # the staging folder may be on another disk: copy beside the target, then rename in one step
-                hidden = self.input_dir / f".{name}.importing-{secrets.token_hex(3)}"
-                try:
-                    shutil.copytree(up.staging / "files", hidden)
-                    os.rename(hidden, target)
-                finally:
-                    shutil.rmtree(hidden, ignore_errors=True)
+                with atomic_folder(target, overwrite=False) as hidden:
+                    shutil.copytree(up.staging / "files", hidden, dirs_exist_ok=True)
         except DatasetError as e:
             raise StudioError(422, str(e)) from None
         try:
@@ -251,7 +247,8 @@ class DatasetStore:
                  "report": report, "report_text": rep.to_text(), "flagged": flagged(report, captions)}
         try:
             self.registry.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.registry / f"{name}.json", entry)
+            # the name is ours: _unique skipped every registered one and the folder was just created under it
+            write_json_atomic(self.registry / f"{name}.json", entry, overwrite=True)
         except BaseException:
             _remove(target)
             raise
