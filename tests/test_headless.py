@@ -138,14 +138,34 @@ def _installed_command() -> str | None:
     return str(exe) if exe.is_file() else None
 
 
+_NO_NETWORK_SITE = """
+import socket
+_connect = socket.socket.connect
+def _guarded(self, address):
+    host = address[0] if isinstance(address, tuple) else address
+    if self.family == socket.AF_UNIX or (isinstance(host, str) and (host in ("localhost", "::1") or host.startswith("127."))):
+        return _connect(self, address)
+    raise OSError(f"network blocked by the test: {address!r}")
+socket.socket.connect = _guarded
+import os
+open(os.environ["LORA_STUDIO_TEST_NONET_MARK"], "w").write("sockets blocked")
+"""
+
+
 @pytest.mark.skipif(_installed_command() is None,
                     reason="the pack is not pip-installed in this environment (`pip install .` gives lora-studio)")
-def test_installed_command_trains_a_single_file_without_comfyui(tmp_path, sample_dataset):
+@pytest.mark.parametrize("family", ["sd15", "sd2", "sdxl"])
+def test_installed_command_trains_a_single_file_without_comfyui(family, tmp_path, sample_dataset):
+    """The console command, in its own process with sockets blocked (a sitecustomize) and no COMFYUI_PATH."""
     import subprocess
 
-    ckpt, configs = _single_file("sd15", tmp_path)
-    env = {k: v for k, v in os.environ.items() if k != "COMFYUI_PATH"}
-    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    ckpt, configs = _single_file(family, tmp_path)
+    site = tmp_path / "nonet"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_NO_NETWORK_SITE)
+    env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_PATH", "PYTHONPATH")}
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(site),
+               LORA_STUDIO_TEST_NONET_MARK=str(site / "active"))
     out = subprocess.run([_installed_command(), "train", "--base-model", str(ckpt), "--dataset", str(sample_dataset),
                           "--trigger", "wcfox", "--output-dir", str(tmp_path / "loras"), "--jobs-dir",
                           str(tmp_path / "jobs"), "--set", f"model_config_dir={configs}", "--set", "resolution=64",
@@ -153,8 +173,10 @@ def test_installed_command_trains_a_single_file_without_comfyui(tmp_path, sample
                           "--set", "gradient_accumulation_steps=1", "--set", "preview_every=-1"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
+    assert (site / "active").is_file()  # the guard really ran in the command's process
     assert "Traceback" not in out.stdout + out.stderr and "torchvision" not in out.stdout + out.stderr
     record = json.loads(next((tmp_path / "jobs").glob("*.json")).read_text())
     assert record["status"] == "finished" and record["base_model"]["tokenizer"].endswith("clip_tokenizer")
+    assert record["base_model"]["family"] == family
     assert record["commands"]["rerun"].startswith("lora-studio train --job ") or \
         record["commands"]["rerun"].startswith(str(Path(_installed_command()).parent))
