@@ -125,14 +125,22 @@ def make_dataset(folder: Path, n: int, resolution: int, seed: int = 0) -> Path:
     Both trainers read this same folder: the guide's script through `datasets`' imagefolder, ours through
     its imagefolder convention. Cached by (n, resolution).
     """
-    from PIL import Image, ImageDraw
+    from trainer.atomic import atomic_folder
 
     folder = folder / f"data-{resolution}-{n}"
     if (folder / "metadata.jsonl").is_file():
         return folder
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    try:
+        with atomic_folder(folder, overwrite=False) as tmp:
+            _draw_dataset(tmp, n, resolution, seed)
+    except FileExistsError:  # another benchmark process made it meanwhile
+        pass
+    return folder
+
+
+def _draw_dataset(tmp: Path, n: int, resolution: int, seed: int) -> None:
+    from PIL import Image, ImageDraw
+
     rng = random.Random(seed)
     lines = []
     for i in range(n):
@@ -154,5 +162,3 @@ def make_dataset(folder: Path, n: int, resolution: int, seed: int = 0) -> Path:
         text = "a picture of " + " ".join(rng.sample(_WORDS, 3))
         lines.append(json.dumps({"file_name": name, "text": text}))
     (tmp / "metadata.jsonl").write_text("\n".join(lines) + "\n")
-    tmp.rename(folder)
-    return folder

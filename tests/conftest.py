@@ -144,6 +144,29 @@ def load_nodes():
     return nodes
 
 
+@pytest.fixture(scope="module")
+def nodes():
+    """The pack's node modules on the real comfy_api (skipped, saying why, without it)."""
+    return load_nodes()
+
+
+def point_configure_at(monkeypatch, ckpt: Path, loras: Path) -> None:
+    """Configure LoRA without ComfyUI's models folder: `ckpt` is the one checkpoint it lists, LoRAs go to `loras`."""
+    configure = importlib.import_module("lora_studio_pack.nodes.configure")
+    monkeypatch.setattr(configure, "checkpoint_names", lambda: [ckpt.name])
+    monkeypatch.setattr(configure, "checkpoint_path", lambda name: str(ckpt))
+    monkeypatch.setattr(configure, "loras_dir", lambda: loras)
+
+
+@pytest.fixture
+def with_checkpoint(nodes, monkeypatch, tmp_path) -> Path:
+    """Configure LoRA listing one (empty) checkpoint, v1-5.safetensors, with its LoRA folder in tmp."""
+    ckpt = tmp_path / "v1-5.safetensors"
+    ckpt.write_bytes(b"")
+    point_configure_at(monkeypatch, ckpt, tmp_path / "loras")
+    return ckpt
+
+
 def tree(path: Path) -> set[str]:
     """Every file and folder under `path` (relative), for 'nothing was written' checks."""
     return {str(p.relative_to(path)) for p in path.rglob("*")} if path.exists() else set()

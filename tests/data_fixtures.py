@@ -78,9 +78,16 @@ def truncated_png(seed: int = 99) -> bytes:
     return data[: len(data) // 2]
 
 
-def zip_of(entries: dict[str, bytes], path: Path, symlinks: dict[str, str] | None = None,
-           compression: int = zipfile.ZIP_DEFLATED) -> Path:
-    """A ZIP with exactly these names (no normalisation: '../x' stays '../x')."""
+def zip_bytes(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A ZIP in memory (an upload's body) with exactly these names."""
+    buf = io.BytesIO()
+    zip_of(entries, buf, compression=compression)
+    return buf.getvalue()
+
+
+def zip_of(entries: dict[str, bytes], path, symlinks: dict[str, str] | None = None,
+           compression: int = zipfile.ZIP_DEFLATED):
+    """A ZIP with exactly these names (no normalisation: '../x' stays '../x'), into a path or a file object."""
     with zipfile.ZipFile(path, "w", compression) as zf:
         for name, data in entries.items():
             zf.writestr(zipfile.ZipInfo(name), data, compress_type=compression)

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from bad_input_checks import area  # noqa: F401 - area is a fixture
-from conftest import load_nodes, tiny_overrides
+from conftest import load_nodes, point_configure_at, tiny_overrides
 from data_fixtures import caption_dataset, snapshot
 
 from trainer import ConfigError, TrainConfig
@@ -28,15 +28,12 @@ def nodes(area, monkeypatch):
     """The pack's nodes with ComfyUI's folders in `area`: input/ (allowed) and output/ (jobs, checkpoints)."""
     load_nodes()  # the V3 nodes need ComfyUI's comfy_api; skipped, saying why, without it
     bridge = importlib.import_module("lora_studio_pack.nodes.comfy_bridge")
-    configure = importlib.import_module("lora_studio_pack.nodes.configure")
     ckpt = area / "models" / "v1-5.safetensors"
     ckpt.parent.mkdir()
     ckpt.write_bytes(b"")
     monkeypatch.setattr(bridge, "input_dir", lambda: area / "input")
     monkeypatch.setattr(bridge, "studio_dir", lambda *p: area.joinpath("output", "lora_studio", *p))
-    monkeypatch.setattr(configure, "checkpoint_names", lambda: ["v1-5.safetensors"])
-    monkeypatch.setattr(configure, "checkpoint_path", lambda name: str(ckpt))
-    monkeypatch.setattr(configure, "loras_dir", lambda: area / "models" / "loras")
+    point_configure_at(monkeypatch, ckpt, area / "models" / "loras")
     monkeypatch.chdir(area)
     return importlib.import_module("lora_studio_pack.nodes")
 

@@ -8,25 +8,9 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import comfyui_tree, load_nodes
+from conftest import comfyui_tree
 
 from trainer.cli import build_config
-
-
-@pytest.fixture(scope="module")
-def nodes():
-    return load_nodes()
-
-
-@pytest.fixture
-def with_checkpoint(nodes, monkeypatch, tmp_path):
-    ckpt = tmp_path / "v1-5.safetensors"
-    ckpt.write_bytes(b"")
-    configure = importlib.import_module("lora_studio_pack.nodes.configure")
-    monkeypatch.setattr(configure, "checkpoint_names", lambda: ["v1-5.safetensors"])
-    monkeypatch.setattr(configure, "checkpoint_path", lambda name: str(ckpt))
-    monkeypatch.setattr(configure, "loras_dir", lambda: tmp_path / "loras")
-    return ckpt
 
 
 def test_validate_inputs_returns_the_trainers_message(nodes, with_checkpoint):

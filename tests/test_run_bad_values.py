@@ -4,11 +4,10 @@ works to the end; anything else is refused up front, naming the field and its ra
 int() error or a crash in the middle of a run."""
 from __future__ import annotations
 
-import importlib
 import json
 
 import pytest
-from conftest import load_nodes, tiny_overrides
+from conftest import tiny_overrides
 from data_fixtures import snapshot
 from safetensors.torch import load_file
 
@@ -20,20 +19,9 @@ FLOATS = {"rank": 4.0, "resolution": 64.0, "train_batch_size": 1.0, "gradient_ac
           "seed": 4.0, "checkpoints_total_limit": 1.0}
 
 
-@pytest.fixture(scope="module")
-def nodes():
-    return load_nodes()  # the V3 nodes need ComfyUI's comfy_api; skipped, saying why, without it
-
-
 @pytest.fixture
-def configure(nodes, monkeypatch, tmp_path):
-    """Configure LoRA without ComfyUI: its checkpoint list and folders pointed at tmp."""
-    ckpt = tmp_path / "v1-5.safetensors"
-    ckpt.write_bytes(b"")
-    mod = importlib.import_module("lora_studio_pack.nodes.configure")
-    monkeypatch.setattr(mod, "checkpoint_names", lambda: ["v1-5.safetensors"])
-    monkeypatch.setattr(mod, "checkpoint_path", lambda name: str(ckpt))
-    monkeypatch.setattr(mod, "loras_dir", lambda: tmp_path / "loras")
+def configure(nodes, with_checkpoint):
+    """Configure LoRA without ComfyUI (conftest.with_checkpoint): run it, or only its validation."""
     base = dict(ckpt_name="v1-5.safetensors", preset="Atelier – Detailtreue", name="x")
 
     def run(**kw):

@@ -4,14 +4,13 @@ The routes (nodes/routes.py) are thin over these; tests/e2e/test_studio_routes.p
 """
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.data_fixtures import caption_dataset, guide_dataset, save, snapshot, textured
+from tests.data_fixtures import caption_dataset, folder_entries, guide_dataset, save, snapshot, textured, zip_bytes
 from trainer.presets import apply_preset
 from trainer.studio import DatasetStore, JobStore, StudioError, Viewer
 from trainer.studio.jobs import job_file, job_page, settings_differing_from_preset, sparkline
@@ -107,12 +106,7 @@ def test_job_page_lists_previews_differing_settings_and_serves_only_its_files(tm
 
 
 def _zip_of(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():
-                zf.write(p, p.relative_to(folder.parent).as_posix())
-    return buf.getvalue()
+    return zip_bytes(folder_entries(folder, folder.name + "/"))
 
 
 @pytest.fixture
@@ -173,17 +167,11 @@ def test_pictures_with_captions_upload_without_a_zip(area):
 
 
 def _bomb() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("images/0001.png", b"\0" * (64 << 20))
-    return buf.getvalue()
+    return zip_bytes({"images/0001.png": b"\0" * (64 << 20)})
 
 
 def _evil_zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("../outside/evil.png", b"x")
-    return buf.getvalue()
+    return zip_bytes({"../outside/evil.png": b"x"}, zipfile.ZIP_STORED)
 
 
 @pytest.mark.parametrize("files,name,status,fragment", [

@@ -1,26 +1,18 @@
 """The sidebar's "New variant" / "Resume": a job record back into Configure LoRA's inputs gives the same config."""
 from __future__ import annotations
 
-import importlib
 import json
 
 import pytest
-from conftest import load_nodes
-
-
-@pytest.fixture(scope="module")
-def pack():
-    return load_nodes()  # the V3 nodes need ComfyUI's comfy_api; skipped, saying why, without it
 
 
 @pytest.fixture
-def configure(pack, monkeypatch, tmp_path):
-    ckpt = tmp_path / "v1-5.safetensors"
-    ckpt.write_bytes(b"")
-    mod = importlib.import_module("lora_studio_pack.nodes.configure")
-    monkeypatch.setattr(mod, "checkpoint_names", lambda: ["v1-5.safetensors"])
-    monkeypatch.setattr(mod, "checkpoint_path", lambda name: str(ckpt))
-    monkeypatch.setattr(mod, "loras_dir", lambda: tmp_path / "loras")
+def pack(nodes):
+    return nodes
+
+
+@pytest.fixture
+def configure(pack, with_checkpoint):
     return lambda **kw: pack.ConfigureLoRA.execute(**kw).result[0]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data_fixtures import snapshot
+from tests.data_fixtures import snapshot, zip_bytes
 from tests.e2e.test_nodes_e2e import api_prompt
 
 pytestmark = pytest.mark.e2e
@@ -98,17 +98,11 @@ def test_upload_lists_reports_and_deletes(comfy_server):
 
 
 def _bomb() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("images/0001.png", b"\0" * (300 << 20))  # 300 MiB of zeros in ~300 KiB
-    return buf.getvalue()
+    return zip_bytes({"images/0001.png": b"\0" * (300 << 20)})  # 300 MiB of zeros in ~300 KiB
 
 
 def _escaping_zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("../../output/evil.png", b"x")
-    return buf.getvalue()
+    return zip_bytes({"../../output/evil.png": b"x"}, zipfile.ZIP_STORED)
 
 
 BAD_UPLOADS = {

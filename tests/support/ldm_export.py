@@ -102,11 +102,15 @@ _UNET_RESNET_RENAMES = {
 }
 
 
-def _unet_resnet_tail(rest: str) -> str:
-    for src, dst in _UNET_RESNET_RENAMES.items():
+def _renamed(rest: str, renames: dict[str, str], what: str) -> str:
+    for src, dst in renames.items():
         if rest.startswith(src):
             return dst + rest[len(src):]
-    raise KeyError(f"unknown UNet resnet parameter {rest!r}")
+    raise KeyError(f"unknown {what} parameter {rest!r}")
+
+
+def _unet_resnet_tail(rest: str) -> str:
+    return _renamed(rest, _UNET_RESNET_RENAMES, "UNet resnet")
 
 
 def unet_to_ldm(unet: Any) -> dict[str, Tensor]:
@@ -186,10 +190,7 @@ def _vae_resnet_tail(rest: str) -> str:
 
 
 def _vae_attn_tail(rest: str) -> str:
-    for src, dst in _VAE_ATTN_RENAMES.items():
-        if rest.startswith(src):
-            return dst + rest[len(src):]
-    raise KeyError(f"unknown VAE attention parameter {rest!r}")
+    return _renamed(rest, _VAE_ATTN_RENAMES, "VAE attention")
 
 
 def vae_to_ldm(vae: Any) -> dict[str, Tensor]:
