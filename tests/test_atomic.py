@@ -147,3 +147,17 @@ def test_a_folder_that_appears_while_writing_is_kept(tmp_path):
             final.mkdir()
             (final / "theirs.txt").write_text("theirs")  # another run got there first
     assert _names(final) == ["theirs.txt"] and _names(tmp_path) == ["dataset"]
+
+
+def test_a_picture_is_written_whole_and_replaced_only_when_asked(tmp_path):
+    from PIL import Image
+
+    path = atomic.write_png_atomic(tmp_path / "p.png", Image.new("RGB", (4, 4), (255, 0, 0)), overwrite=False)
+    with pytest.raises(FileExistsError):
+        atomic.write_png_atomic(path, Image.new("RGB", (4, 4), (0, 0, 255)), overwrite=False)
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.getpixel((0, 0)) == (255, 0, 0)
+    atomic.write_png_atomic(path, Image.new("RGB", (4, 4), (0, 0, 255)), overwrite=True)
+    with Image.open(path) as im:
+        assert im.getpixel((0, 0)) == (0, 0, 255)
+    assert _names(tmp_path) == ["p.png"]

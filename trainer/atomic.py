@@ -168,6 +168,11 @@ def write_json_atomic(path: Path, data: Any, *, overwrite: bool) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str), overwrite=overwrite)
 
 
+def write_png_atomic(path: Path, image: Any, *, overwrite: bool) -> Path:
+    """A PIL image as PNG: a reader (the studio page, a cache check) sees the old picture or the whole new one."""
+    return write_atomic(path, lambda p: image.save(p, format="PNG"), overwrite=overwrite)
+
+
 @contextmanager
 def atomic_folder(final: Path, *, overwrite: bool) -> Iterator[Path]:
     """Build a folder under a hidden partial name beside `final` (the `with` body fills it); when the body ends

@@ -30,7 +30,7 @@ from .data.quality import file_sha256 as bytes_sha256
 from .encode import ItemEncoder, square_sizes
 from .errors import ConfigError, ExportError, LoraStudioError, Problem, TrainingCancelled
 from .interop import target_warnings
-from .atomic import folder_problem, write_json_atomic
+from .atomic import folder_problem, write_json_atomic, write_png_atomic
 from .export import SAVE_DTYPES, adapter_config, kohya_state_dict, lora_metadata, sanitize_name, save_lora
 from . import checkpoint
 from .commands import headless_command, job_commands
@@ -431,9 +431,10 @@ def _previewer(cfg: TrainConfig, bm: BaseModel, ds: Dataset, acc, cb: Callbacks,
             out = job_dir / "previews"
             out.mkdir(parents=True, exist_ok=True)
             for i, im in enumerate(images):
-                im.save(out / f"{tag}-step{step:06d}-{i}.png")
+                # overwrite: a resumed run renders the step it resumed from again
+                write_png_atomic(out / f"{tag}-step{step:06d}-{i}.png", im, overwrite=True)
             if tag == "bias_check":
-                grid(images).save(job_dir / "bias_check_grid.png")
+                write_png_atomic(job_dir / "bias_check_grid.png", grid(images), overwrite=True)
             if cb.on_preview:
                 cb.on_preview(step, images, ps, negative_prompt(cfg, ds.negative_prompt))
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 from PIL import Image
 
-from .atomic import write_atomic, write_json_atomic
+from .atomic import write_json_atomic, write_png_atomic
 from .config import TrainConfig
 from .data import IMAGE_EXTENSIONS, Sample
 from .data.safety import is_text, shown
@@ -68,7 +68,7 @@ def class_images(cfg: TrainConfig, base_model: BaseModel, device: torch.device |
                                                "made and cached); no training ran and no LoRA was written.")
                 image = render(cfg.class_prompt, cfg.class_seed + i, cfg.resolution, cfg.resolution,
                                cfg.class_sampling_steps)
-                _save_png_atomic(image, wanted[i])
+                write_png_atomic(wanted[i], image.convert("RGB"), overwrite=True)  # replaces a damaged one
                 _write_manifest(folder, key, model_id, cfg)  # after each: a crash leaves it describing the folder
     elif not (folder / MANIFEST).is_file():
         _write_manifest(folder, key, model_id, cfg)
@@ -217,11 +217,6 @@ def _readable_image(path: Path) -> bool:
     except Exception as e:
         log.warning("class image %s is not a readable image (%s); skipped", path, e)
         return False
-
-
-def _save_png_atomic(image: Image.Image, path: Path) -> None:
-    # overwrite: a damaged or stale picture under this name is rendered again; readers see the old or the whole one
-    write_atomic(path, lambda p: image.convert("RGB").save(p, format="PNG"), overwrite=True)
 
 
 def _write_manifest(folder: Path, key: str, model_id: str, cfg: TrainConfig) -> None:
