@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -270,25 +271,70 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+@dataclass
+class _Plan:
+    """What one benchmark invocation runs, from the command line and the machine."""
+    device: str
+    gpu: bool
+    configs: list[BenchConfig]
+    steps: int
+    warmup: int
+    precision: str
+    sides: list[str]
+    work: Path
+    scripts: dict[str, Path] = field(default_factory=dict)  # the guide's script per family
+    anchor_info: dict = field(default_factory=dict)
+    skipped_script: str | None = None  # why the guide's side does not run
+    peak: dict = field(default_factory=dict)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.export_anchor:
-        if not args.diffusers_repo:
-            raise SystemExit("--export-anchor needs --diffusers-repo")
-        dst = Path(args.export_anchor).expanduser().resolve()
-        scripts, info = find_anchor_scripts(args.diffusers_repo, None, None, dst)
-        for fam, p in scripts.items():
-            if p.parent != dst:
-                dst.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(p, dst / p.name)
-        (dst / "SOURCE.json").write_text(json.dumps(info, indent=1))
-        print(f"exported {', '.join(sorted(p.name for p in scripts.values()))} from {info.get('source')} "
-              f"{info.get('commit', '')[:12]} to {dst} — keep it out of git (it is diffusers' code, not ours)")
-        return 0
+        return _export_anchor(args)
     if args.ops:
         from bench.ops_report import run_ops
 
         return run_ops(args, argv)
+    plan = _plan(args)
+    _find_script_side(args, plan)
+    print(f"work folder: {plan.work}", file=sys.stderr)
+    plan.peak = {"tflops": args.peak_tflops, "source": "--peak-tflops"} if args.peak_tflops else \
+        measure_peak(plan.device, args.threads)
+    print(f"peak: {plan.peak['tflops']:.3g} TFLOP/s ({plan.peak.get('how', plan.peak['source'])})", file=sys.stderr)
+    entries = []
+    for cfg in plan.configs:
+        entries.append(_bench_config(args, plan, cfg))
+        if args.out:  # after each configuration: a run cut short still leaves what it measured
+            _write(args, argv, plan, entries)
+    report = _write(args, argv, plan, entries)
+    print(report["markdown"])
+    if args.out:
+        print(f"wrote {args.out}", file=sys.stderr)
+    if not args.work_dir and not args.keep_work:
+        shutil.rmtree(plan.work, ignore_errors=True)
+    failed = [e["config"]["name"] + ":" + side for e in entries for side in SIDES if e.get(side) and not e[side]["ok"]]
+    return 1 if failed else 0
+
+
+def _export_anchor(args) -> int:
+    """--export-anchor: copy the guide's scripts out of a diffusers repository (never into this one)."""
+    if not args.diffusers_repo:
+        raise SystemExit("--export-anchor needs --diffusers-repo")
+    dst = Path(args.export_anchor).expanduser().resolve()
+    scripts, info = find_anchor_scripts(args.diffusers_repo, None, None, dst)
+    for p in scripts.values():
+        if p.parent != dst:
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, dst / p.name)
+    (dst / "SOURCE.json").write_text(json.dumps(info, indent=1))
+    print(f"exported {', '.join(sorted(p.name for p in scripts.values()))} from {info.get('source')} "
+          f"{info.get('commit', '')[:12]} to {dst} — keep it out of git (it is diffusers' code, not ours)")
+    return 0
+
+
+def _plan(args) -> _Plan:
+    """Device, configurations, steps, precision and sides from the flags (and their defaults per device)."""
     import torch
 
     device = args.device
@@ -301,104 +347,102 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (30 if gpu else 20)
     if steps < 2:
         raise SystemExit("--steps must be at least 2 (the first step is never timed)")
-    warmup = args.warmup if args.warmup is not None else max(1, steps // 4)
-    precision = args.precision or ("bf16" if gpu else "no")
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     if not set(sides) <= set(SIDES):
         raise SystemExit(f"--sides: choose from {', '.join(SIDES)}")
-
     work = Path(args.work_dir).expanduser().resolve() if args.work_dir else Path(tempfile.mkdtemp(prefix="lora-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     if REPO_ROOT in work.parents and not args.work_dir:
         raise SystemExit("work folder inside the repository")
+    return _Plan(device=device, gpu=gpu, configs=configs, steps=steps,
+                 warmup=args.warmup if args.warmup is not None else max(1, steps // 4),
+                 precision=args.precision or ("bf16" if gpu else "no"), sides=sides, work=work)
 
-    skipped_script = None
-    scripts: dict[str, Path] = {}
-    anchor_info: dict = {}
-    if "script" in sides:
-        if importlib.util.find_spec("datasets") is None:
-            skipped_script = ("the guide's script needs the `datasets` package, which is not installed: "
-                              f"`{sys.executable} -m pip install datasets` to compare against it")
-        elif not (args.diffusers_repo or args.anchor_script):
-            skipped_script = "no --diffusers-repo or --anchor-script given"
-        else:
-            scripts, anchor_info = find_anchor_scripts(args.diffusers_repo, args.anchor_script, args.anchor_script_sdxl,
-                                                       work / "anchor")
-        if skipped_script:
-            print(f"NOTE: not running the guide's script: {skipped_script}", file=sys.stderr)
 
-    print(f"work folder: {work}", file=sys.stderr)
-    if args.peak_tflops:
-        peak = {"tflops": args.peak_tflops, "source": "--peak-tflops"}
+def _find_script_side(args, plan: _Plan) -> None:
+    """The guide's scripts for the 'script' side, or the reason it cannot run (said once, here)."""
+    if "script" not in plan.sides:
+        return
+    if importlib.util.find_spec("datasets") is None:
+        plan.skipped_script = ("the guide's script needs the `datasets` package, which is not installed: "
+                               f"`{sys.executable} -m pip install datasets` to compare against it")
+    elif not (args.diffusers_repo or args.anchor_script):
+        plan.skipped_script = "no --diffusers-repo or --anchor-script given"
     else:
-        peak = measure_peak(device, args.threads)
-    print(f"peak: {peak['tflops']:.3g} TFLOP/s ({peak.get('how', peak['source'])})", file=sys.stderr)
+        plan.scripts, plan.anchor_info = find_anchor_scripts(args.diffusers_repo, args.anchor_script,
+                                                             args.anchor_script_sdxl, plan.work / "anchor")
+    if plan.skipped_script:
+        print(f"NOTE: not running the guide's script: {plan.skipped_script}", file=sys.stderr)
+
+
+def _bench_config(args, plan: _Plan, cfg: BenchConfig) -> dict:
+    """One configuration: its model and data built once, each side trained on them, the ratios."""
+    import torch
 
     from bench.flops import train_flops_per_image
 
-    entries = []
-    for cfg in configs:
-        entry: dict = {"config": cfg.to_dict(), "steps": steps, "rank": args.rank, "precision": precision,
-                       "images_in_dataset": args.images}
-        print(f"[{cfg.name}] building model and data", file=sys.stderr)
-        model = build_model(cfg, work, device)
-        if gpu:  # the weights built on the GPU are garbage now; give the memory back for the runs
-            gc.collect()
-            torch.cuda.empty_cache()
-        data = make_dataset(work / "data", args.images, cfg.resolution)
-        entry["flops_per_image"] = train_flops_per_image(_config_root_for(cfg.model_key, work), cfg.resolution, args.rank)
-        raw: dict = {}
-        for side in sides:
-            run_dir = work / "runs" / f"{cfg.name}-{side}"
-            shutil.rmtree(run_dir, ignore_errors=True)
-            run_dir.mkdir(parents=True)
-            if side == "ours":
-                from bench.ours import write_job
+    entry: dict = {"config": cfg.to_dict(), "steps": plan.steps, "rank": args.rank, "precision": plan.precision,
+                   "images_in_dataset": args.images}
+    print(f"[{cfg.name}] building model and data", file=sys.stderr)
+    model = build_model(cfg, plan.work, plan.device)
+    if plan.gpu:  # the weights built on the GPU are garbage now; give the memory back for the runs
+        gc.collect()
+        torch.cuda.empty_cache()
+    data = make_dataset(plan.work / "data", args.images, cfg.resolution)
+    entry["flops_per_image"] = train_flops_per_image(_config_root_for(cfg.model_key, plan.work), cfg.resolution,
+                                                     args.rank)
+    for side in plan.sides:
+        _run_side(args, plan, cfg, side, model, data, entry)
+    entry.update(_ratios(entry.get("ours") or {}, entry.get("script") or {}, plan.gpu))
+    entry["markdown"] = markdown_table(entry, plan.device)
+    return entry
 
-                job = write_job(run_dir / "job.json", model_dir=model, data_dir=data, work=run_dir, cfg=cfg.to_dict(),
-                                steps=steps, rank=args.rank, precision=precision)
-                rest = [str(job)]
-                script = None
-            else:
-                if skipped_script:
-                    entry["script_skipped"] = skipped_script
-                    continue
-                script = scripts.get(cfg.family)
-                if script is None:
-                    entry["script_skipped"] = f"no {ANCHOR_PATHS[cfg.family]} in the snapshot"
-                    continue
-                rest = script_args(cfg.family, model, data, run_dir / "output", cfg, steps, args.rank, precision)
-            print(f"[{cfg.name}] {side}: {steps} steps", file=sys.stderr)
-            raw[side] = launch(side, run_dir, device=device, threads=args.threads, timeout=args.timeout,
-                               script=script, rest=rest)
-            entry[side] = summarize(raw[side], cfg.batch, warmup, entry["flops_per_image"], peak["tflops"], device)
-            r = entry[side]
-            if r["ok"]:
-                print(f"[{cfg.name}] {side}: {_f(r.get('images_per_s'))} images/s, first step after "
-                      f"{_f(r.get('time_to_first_step_s'), '{:.1f}')} s", file=sys.stderr)
-            else:
-                print(f"[{cfg.name}] {side} FAILED: {r.get('error')}\n{r.get('log_tail', '')[-1500:]}", file=sys.stderr)
-        o, s = entry.get("ours") or {}, entry.get("script") or {}
-        if o.get("images_per_s") and s.get("images_per_s"):
-            entry["ratio_images_per_s"] = o["images_per_s"] / s["images_per_s"]
-            key = "peak_mem_allocated_gb" if gpu else "peak_rss_gb"
-            if o.get(key) and s.get(key):
-                entry["ratio_peak_memory"] = o[key] / s[key]
-            if o.get("time_to_first_step_s") and s.get("time_to_first_step_s"):
-                entry["ratio_time_to_first_step"] = o["time_to_first_step_s"] / s["time_to_first_step_s"]
-        entry["markdown"] = markdown_table(entry, device)
-        entries.append(entry)
-        if args.out:  # after each configuration: a run cut short still leaves what it measured
-            write_report(args, argv, device, peak, anchor_info, skipped_script, steps, warmup, precision, entries)
 
-    report = write_report(args, argv, device, peak, anchor_info, skipped_script, steps, warmup, precision, entries)
-    print(report["markdown"])
-    if args.out:
-        print(f"wrote {args.out}", file=sys.stderr)
-    if not args.work_dir and not args.keep_work:
-        shutil.rmtree(work, ignore_errors=True)
-    failed = [e["config"]["name"] + ":" + side for e in entries for side in SIDES if e.get(side) and not e[side]["ok"]]
-    return 1 if failed else 0
+def _run_side(args, plan: _Plan, cfg: BenchConfig, side: str, model: Path, data: Path, entry: dict) -> None:
+    """Train `side` ("ours" or the guide's "script") in its own process; its summary goes into entry[side]."""
+    run_dir = plan.work / "runs" / f"{cfg.name}-{side}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    if side == "ours":
+        from bench.ours import write_job
+
+        job = write_job(run_dir / "job.json", model_dir=model, data_dir=data, work=run_dir, cfg=cfg.to_dict(),
+                        steps=plan.steps, rank=args.rank, precision=plan.precision)
+        rest, script = [str(job)], None
+    else:
+        script = plan.scripts.get(cfg.family)
+        if plan.skipped_script or script is None:
+            entry["script_skipped"] = plan.skipped_script or f"no {ANCHOR_PATHS[cfg.family]} in the snapshot"
+            return
+        rest = script_args(cfg.family, model, data, run_dir / "output", cfg, plan.steps, args.rank, plan.precision)
+    print(f"[{cfg.name}] {side}: {plan.steps} steps", file=sys.stderr)
+    raw = launch(side, run_dir, device=plan.device, threads=args.threads, timeout=args.timeout, script=script,
+                 rest=rest)
+    r = entry[side] = summarize(raw, cfg.batch, plan.warmup, entry["flops_per_image"], plan.peak["tflops"],
+                                plan.device)
+    if r["ok"]:
+        print(f"[{cfg.name}] {side}: {_f(r.get('images_per_s'))} images/s, first step after "
+              f"{_f(r.get('time_to_first_step_s'), '{:.1f}')} s", file=sys.stderr)
+    else:
+        print(f"[{cfg.name}] {side} FAILED: {r.get('error')}\n{r.get('log_tail', '')[-1500:]}", file=sys.stderr)
+
+
+def _ratios(o: dict, s: dict, gpu: bool) -> dict:
+    """Ours over the script's: throughput, peak memory, time to first step (where both were measured)."""
+    if not (o.get("images_per_s") and s.get("images_per_s")):
+        return {}
+    out = {"ratio_images_per_s": o["images_per_s"] / s["images_per_s"]}
+    key = "peak_mem_allocated_gb" if gpu else "peak_rss_gb"
+    if o.get(key) and s.get(key):
+        out["ratio_peak_memory"] = o[key] / s[key]
+    if o.get("time_to_first_step_s") and s.get("time_to_first_step_s"):
+        out["ratio_time_to_first_step"] = o["time_to_first_step_s"] / s["time_to_first_step_s"]
+    return out
+
+
+def _write(args, argv, plan: _Plan, entries: list[dict]) -> dict:
+    return write_report(args, argv, plan.device, plan.peak, plan.anchor_info, plan.skipped_script, plan.steps,
+                        plan.warmup, plan.precision, entries)
 
 
 def write_report(args, argv, device, peak, anchor_info, skipped_script, steps, warmup, precision, entries) -> dict:

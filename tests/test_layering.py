@@ -34,3 +34,31 @@ def test_pack_imports_without_comfyui_and_registers_nothing():
     assert out.returncode == 0, out.stderr
     # no V1 mapping ever (ComfyUI would take it over comfy_entrypoint), no entry point without comfy_api
     assert out.stdout.split() == ["False", "False", "False", "./web"]
+
+
+MAX_FUNCTION_LINES = 60  # a reader follows a function of one screen; longer ones are split into named steps
+
+
+def long_functions(folders=("trainer", "nodes"), limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """`path:line name (N lines)` for each function (methods and nested ones too) longer than `limit`."""
+    out = []
+    for folder in folders:
+        for f in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    n = node.end_lineno - node.lineno + 1  # decorators aside, docstring and body included
+                    if n > limit:
+                        out.append(f"{f.relative_to(REPO)}:{node.lineno} {node.name} ({n} lines)")
+    return out
+
+
+def test_no_function_in_trainer_or_nodes_is_over_60_lines():
+    assert long_functions() == []
+
+
+def test_the_length_check_sees_a_long_function(tmp_path, monkeypatch):
+    (tmp_path / "trainer").mkdir()
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    (tmp_path / "trainer" / "m.py").write_text(f"class A:\n    def ok(self):\n        pass\n\n\ndef long():\n{body}\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    assert long_functions(("trainer",)) == [f"trainer/m.py:6 long ({MAX_FUNCTION_LINES + 1} lines)"]

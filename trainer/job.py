@@ -122,145 +122,202 @@ def run_job(cfg: TrainConfig, callbacks: Callbacks | None = None, *, dataset: Da
     """Train one LoRA. Raises LoraStudioError subclasses with their explanations; writes no LoRA then.
 
     `record_extra`: more fields for the job record (ComfyUI: the user, prompt and session that queued it)."""
-    cb = callbacks or Callbacks()
-    cfg.validate()
-    problems = tracking.reporter_problems(cfg.report_to) + output_folder_problems(cfg, write_lora)
-    if problems:  # e.g. W&B asked for but not installed: say so before anything loads or trains
-        raise ConfigError(problems)
-    report = None
-    if dataset is None:
-        dataset, report = check_dataset(cfg.dataset, resolution=cfg.resolution, trigger_token=cfg.trigger_token,
-                                        placeholder=cfg.placeholder, preset_key=cfg.preset,
-                                        bucketed=cfg.aspect_buckets)
-    ds = dataset
-    for w in ds.warnings:  # once, here: check_dataset logs its findings at DEBUG only (the terminal and the node)
-        cb.message(f"dataset: {w}")
-    # CPU threads change float summation order, so results: pinned from the record (accelerate launch sets
-    # OMP_NUM_THREADS=1, a plain run uses every core), recorded when the config leaves it to the machine.
-    threads = cfg.num_threads or torch.get_num_threads()
-    jobs_dir = Path(cfg.jobs_dir).expanduser()
-    _tidy_after_dead_runs(cfg, write_lora)
-    job_id = new_job_id(cfg.name)
-    record_path = jobs_dir / f"{job_id}.json"
-    record: dict[str, Any] = {
-        "id": job_id, "status": "running", "created": datetime.now(timezone.utc).isoformat(),
-        "config": dict(cfg.to_dict(), num_threads=threads), "command": headless_command(record_path),
-        "commands": job_commands(record_path, cfg.mixed_precision), "folder": str(jobs_dir / job_id),
-        "dataset": {"path": str(ds.root), "images": len(ds.samples), "warnings": ds.warnings,
-                    "report": report.to_dict() if report is not None else None},
-        "environment": _versions(),
-        # who runs it: a record whose process is gone reads "interrupted", not "running" (see runstate)
-        "process": this_process(),
-        **(record_extra or {}),
-    }
-    acc = None
-    opened = False
-    bm = base
-    done = False
-    saved: dict[str, Path] = {}  # the newest checkpoint this run wrote: a stopped run says where it is
+    run = _Run(cfg, callbacks or Callbacks(), write_lora)
+    ds, report = run.check_inputs(dataset)
+    run.new_record(ds, report, record_extra)
     with contextlib.ExitStack() as stack:
-        # ComfyUI runs nodes under inference mode; training needs autograd, and nothing here may
-        # change the caller's RNG streams.
-        stack.enter_context(torch.inference_mode(False))
-        stack.enter_context(torch.enable_grad())
-        stack.enter_context(torch.random.fork_rng(devices=range(torch.cuda.device_count())))
-        stack.callback(torch.set_num_threads, torch.get_num_threads())
-        torch.set_num_threads(threads)
+        _isolate(stack, run.threads)
         try:
-            acc = make_accelerator(cfg, tracking.log_with(cfg.report_to, cb.message), jobs_dir / job_id)
+            run.acc = make_accelerator(cfg, tracking.log_with(cfg.report_to, run.cb.message), run.job_dir)
             t_start = time.perf_counter()
-            cb.message("loading base model")
-            # The file's sha256 (3–4 s for a full SD 1.5 file unless cached) is read while the model loads.
-            src = bm.source if bm else Path(cfg.base_model).expanduser()
-            pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="lora-studio-hash"))
-            # (not remembered yet: a model that fails to load must leave no cache file behind)
-            hashing = pool.submit(file_sha256, src, resolve_cache_dir(cfg), False) if src.exists() else None
-            bm = bm or load_base_model(cfg.base_model, cfg.model_type, cfg.model_config_dir, cfg.tokenizer_dir,
-                                       cfg.prediction_type)
-            if hashing:
-                hashing.result()  # the model loaded: now the hash is remembered (the file is read once per process)
-            record["base_model"] = {"path": str(bm.source), "family": bm.family, "prediction_type": bm.prediction_type,
-                                    "sha256": file_sha256(bm.source, resolve_cache_dir(cfg)),
-                                    "tokenizer": bm.extra.get("tokenizer")}
-            record["dataset"]["sha256"] = ds.content_hash()
-            record["warnings"] = target_warnings(bm.family, cfg.unet_target_modules, cfg.train_text_encoder,
-                                                 cfg.text_encoder_target_modules)
-            for w in record["warnings"]:
-                cb.message(f"warning: {w}")
-            record["memory"] = _memory_check(cfg, bm.family, acc.device, cb)
-            fp = checkpoint.fingerprint(cfg, record["base_model"]["sha256"], record["dataset"]["sha256"])
-            resume = checkpoint.resolve_resume(cfg, fp)
-            if latent_cache is None:
-                latent_cache = LatentCache(resolve_cache_dir(cfg) / "latents", vae_id=record["base_model"]["sha256"])
-            items, prior_items, encoder = _encode(cfg, bm, ds, acc, cb, latent_cache, record)
-            job_dir = jobs_dir / job_id
-            if acc.is_main_process and acc.log_with:  # only now: a bad dataset or model leaves no event file
-                tracking.start(acc, job_dir, job_id, cfg.to_dict())
-                cb = _with_trackers(cb, acc)
-            trainer = Trainer(cfg, bm, items, acc, _stop_together(cb, acc), prior_items=prior_items,
-                              checkpointer=_checkpointer(cfg, acc, fp, job_id, lambda: trainer, saved, cb),
-                              previewer=_previewer(cfg, bm, ds, acc, cb, job_dir, lambda: trainer)
-                              if cfg.preview_every >= 0 else None, encoder=encoder)
-            if resume is not None:
-                trainer.restore(*checkpoint.load(resume), meta=resume.state, step=resume.step)
-                record["resumed_from"] = str(resume.path)
-                cb.message(f"resuming from {resume.path.name} (step {resume.step} of {cfg.max_train_steps})")
-            # The record appears once the inputs are known good: a bad dataset or model writes nothing.
-            if acc.is_main_process:
-                write_json_atomic(record_path, record, overwrite=True)
-            opened = True
+            run.load_base(base, ds)
+            trainer, resume = run.prepare(ds, latent_cache)
             train = trainer.run()
-            record["metrics"] = _metrics(cfg, acc, train, t_start)
-            record["latent_cache"] = latent_cache.stats() if hasattr(latent_cache, "stats") else None
-            result = JobResult(None, record_path, record, train, bm if keep_model else None, family=bm.family,
-                               base_fingerprint=base_fingerprint(bm.unet.conv_in.weight))
-            if acc.is_main_process:
-                result.tensors = kohya_state_dict(bm.family, train.unet_lora, train.text_encoder_loras, cfg.alpha,
-                                                  SAVE_DTYPES[cfg.save_precision], unet_config=bm.unet.config)
-                result.metadata = lora_metadata(
-                    family=bm.family, cfg=cfg, base_hash=record["base_model"]["sha256"],
-                    dataset_hash=record["dataset"]["sha256"], n_images=len(ds.samples), steps=train.steps,
-                    prediction_type=bm.prediction_type, name=sanitize_name(cfg.name))
-                result.adapter_config = adapter_config(cfg, bm.family)
-                if write_lora:
-                    result.lora_path = record_output(record, *_save_or_keep(cfg, result, train.steps, saved))
-                checkpoint.mark_finished(cfg, job_id, resume.path if resume is not None else None)
-                record.update(status="finished", finished=datetime.now(timezone.utc).isoformat())
-                try:
-                    write_json_atomic(record_path, record, overwrite=True)
-                except LoraStudioError as e:  # the LoRA is written: the run succeeded; say what is missing
-                    result.record_error = (f"The LoRA was written, but the job record {record_path} could not be "
-                                           f"updated ({e}). It will read 'interrupted'; the LoRA is complete.")
-                    cb.message(f"warning: {result.record_error}")
-            acc.wait_for_everyone()
-            done = True
+            result = run.finish(ds, train, resume, t_start, keep_model)
+            run.done = True
             return result
         except TrainingCancelled as e:
-            e.checkpoint = saved.get("path") if e.step else None
-            e.record_path = record_path if opened else None
-            if saved.get("error") and e.step:
-                e.args = (f"{e} But the checkpoint of step {e.step} could not be written: {saved['error']}"
-                          + (f" The newest one that was: {e.checkpoint}." if e.checkpoint else ""),)
-            if opened:
-                if e.checkpoint:
-                    record["checkpoint"] = str(e.checkpoint)
-                _close_record(acc, record_path, record, "cancelled", str(e))
+            run.cancelled(e)
             raise
         except KeyboardInterrupt:
-            if opened:
-                _close_record(acc, record_path, record, "interrupted", "stopped at once (Ctrl-C twice or a kill)")
+            run.close_record("interrupted", "stopped at once (Ctrl-C twice or a kill)")
             raise
         except BaseException as e:
-            if opened:
-                _close_record(acc, record_path, record, "failed", f"{e.__class__.__name__}: {e}")
+            run.close_record("failed", f"{e.__class__.__name__}: {e}")
             raise
         finally:
-            if not (keep_model and done):
-                _free(bm if base is None else None)
-            if acc is not None:
-                if acc.trackers:
-                    tracking.end(acc)
-                acc.free_memory()
+            run.release(own_model=base is None, keep=keep_model)
+
+
+def _isolate(stack: contextlib.ExitStack, threads: int) -> None:
+    """ComfyUI runs nodes under inference mode; training needs autograd, and nothing here may change the
+    caller's RNG streams or thread count."""
+    stack.enter_context(torch.inference_mode(False))
+    stack.enter_context(torch.enable_grad())
+    stack.enter_context(torch.random.fork_rng(devices=range(torch.cuda.device_count())))
+    stack.callback(torch.set_num_threads, torch.get_num_threads())
+    torch.set_num_threads(threads)
+
+
+class _Run:
+    """What one run_job call carries from step to step: the record, the accelerator, the model, the checkpoints.
+
+    The steps, in order: check_inputs → new_record → load_base → prepare (the record is written here) →
+    Trainer.run → finish; a stop closes the record (cancelled / close_record), and release always runs."""
+
+    def __init__(self, cfg: TrainConfig, cb: Callbacks, write_lora: bool):
+        self.cfg, self.cb, self.write_lora = cfg, cb, write_lora
+        self.acc = None
+        self.bm: BaseModel | None = None
+        self.opened = False  # the record is on disk: a stop from here on closes it with a status
+        self.done = False
+        self.saved: dict[str, Path] = {}  # the newest checkpoint this run wrote: a stopped run says where it is
+        self.jobs_dir = Path(cfg.jobs_dir).expanduser()
+        # CPU threads change float summation order, so results: pinned from the record (accelerate launch sets
+        # OMP_NUM_THREADS=1, a plain run uses every core), recorded when the config leaves it to the machine.
+        self.threads = cfg.num_threads or torch.get_num_threads()
+
+    def check_inputs(self, dataset: Dataset | None):
+        """Config, trackers, output folders and the dataset, before anything is written or loaded."""
+        cfg = self.cfg
+        cfg.validate()
+        problems = tracking.reporter_problems(cfg.report_to) + output_folder_problems(cfg, self.write_lora)
+        if problems:  # e.g. W&B asked for but not installed: say so before anything loads or trains
+            raise ConfigError(problems)
+        report = None
+        if dataset is None:
+            dataset, report = check_dataset(cfg.dataset, resolution=cfg.resolution, trigger_token=cfg.trigger_token,
+                                            placeholder=cfg.placeholder, preset_key=cfg.preset,
+                                            bucketed=cfg.aspect_buckets)
+        for w in dataset.warnings:  # once, here: check_dataset logs its findings at DEBUG only (terminal and node)
+            self.cb.message(f"dataset: {w}")
+        return dataset, report
+
+    def new_record(self, ds: Dataset, report, record_extra: dict[str, Any] | None) -> None:
+        """The job record in memory; it reaches the disk once the model and data are known good (prepare)."""
+        cfg = self.cfg
+        _tidy_after_dead_runs(cfg, self.write_lora)
+        self.job_id = new_job_id(cfg.name)
+        self.job_dir = self.jobs_dir / self.job_id
+        self.record_path = self.jobs_dir / f"{self.job_id}.json"
+        self.record: dict[str, Any] = {
+            "id": self.job_id, "status": "running", "created": datetime.now(timezone.utc).isoformat(),
+            "config": dict(cfg.to_dict(), num_threads=self.threads), "command": headless_command(self.record_path),
+            "commands": job_commands(self.record_path, cfg.mixed_precision), "folder": str(self.job_dir),
+            "dataset": {"path": str(ds.root), "images": len(ds.samples), "warnings": ds.warnings,
+                        "report": report.to_dict() if report is not None else None},
+            "environment": _versions(),
+            # who runs it: a record whose process is gone reads "interrupted", not "running" (see runstate)
+            "process": this_process(),
+            **(record_extra or {}),
+        }
+
+    def load_base(self, base: BaseModel | None, ds: Dataset) -> None:
+        """The base model (the caller's, or loaded offline), its sha256 and what the record says about it."""
+        cfg, record = self.cfg, self.record
+        self.cb.message("loading base model")
+        # The file's sha256 (3–4 s for a full SD 1.5 file unless cached) is read while the model loads
+        # (not remembered yet: a model that fails to load must leave no cache file behind).
+        src = base.source if base else Path(cfg.base_model).expanduser()
+        with ThreadPoolExecutor(1, thread_name_prefix="lora-studio-hash") as pool:
+            hashing = pool.submit(file_sha256, src, resolve_cache_dir(cfg), False) if src.exists() else None
+            self.bm = bm = base or load_base_model(cfg.base_model, cfg.model_type, cfg.model_config_dir,
+                                                   cfg.tokenizer_dir, cfg.prediction_type)
+            if hashing:
+                hashing.result()  # the model loaded: now the hash is remembered (the file is read once per process)
+        record["base_model"] = {"path": str(bm.source), "family": bm.family, "prediction_type": bm.prediction_type,
+                                "sha256": file_sha256(bm.source, resolve_cache_dir(cfg)),
+                                "tokenizer": bm.extra.get("tokenizer")}
+        record["dataset"]["sha256"] = ds.content_hash()
+        record["warnings"] = target_warnings(bm.family, cfg.unet_target_modules, cfg.train_text_encoder,
+                                             cfg.text_encoder_target_modules)
+        for w in record["warnings"]:
+            self.cb.message(f"warning: {w}")
+        record["memory"] = _memory_check(cfg, bm.family, self.acc.device, self.cb)
+
+    def prepare(self, ds: Dataset, latent_cache):
+        """Encoded data, trackers, the Trainer (restored from a checkpoint to resume), the record on disk."""
+        cfg, acc, bm, record = self.cfg, self.acc, self.bm, self.record
+        fp = checkpoint.fingerprint(cfg, record["base_model"]["sha256"], record["dataset"]["sha256"])
+        resume = checkpoint.resolve_resume(cfg, fp)
+        if latent_cache is None:
+            latent_cache = LatentCache(resolve_cache_dir(cfg) / "latents", vae_id=record["base_model"]["sha256"])
+        self.latent_cache = latent_cache
+        items, prior_items, encoder = _encode(cfg, bm, ds, acc, self.cb, latent_cache, record)
+        if acc.is_main_process and acc.log_with:  # only now: a bad dataset or model leaves no event file
+            tracking.start(acc, self.job_dir, self.job_id, cfg.to_dict())
+            self.cb = _with_trackers(self.cb, acc)
+        cb = self.cb
+        trainer = Trainer(cfg, bm, items, acc, _stop_together(cb, acc), prior_items=prior_items,
+                          checkpointer=_checkpointer(cfg, acc, fp, self.job_id, lambda: trainer, self.saved, cb),
+                          previewer=_previewer(cfg, bm, ds, acc, cb, self.job_dir, lambda: trainer)
+                          if cfg.preview_every >= 0 else None, encoder=encoder)
+        if resume is not None:
+            trainer.restore(*checkpoint.load(resume), meta=resume.state, step=resume.step)
+            record["resumed_from"] = str(resume.path)
+            cb.message(f"resuming from {resume.path.name} (step {resume.step} of {cfg.max_train_steps})")
+        # The record appears once the inputs are known good: a bad dataset or model writes nothing.
+        if acc.is_main_process:
+            write_json_atomic(self.record_path, record, overwrite=True)
+        self.opened = True
+        return trainer, resume
+
+    def finish(self, ds: Dataset, train: TrainResult, resume, t_start: float, keep_model: bool) -> JobResult:
+        """The LoRA's tensors and metadata, the file (unless the caller saves it), the closed record."""
+        cfg, acc, bm, record = self.cfg, self.acc, self.bm, self.record
+        record["metrics"] = _metrics(cfg, acc, train, t_start)
+        cache = self.latent_cache
+        record["latent_cache"] = cache.stats() if hasattr(cache, "stats") else None
+        result = JobResult(None, self.record_path, record, train, bm if keep_model else None, family=bm.family,
+                           base_fingerprint=base_fingerprint(bm.unet.conv_in.weight))
+        if acc.is_main_process:
+            result.tensors = kohya_state_dict(bm.family, train.unet_lora, train.text_encoder_loras, cfg.alpha,
+                                              SAVE_DTYPES[cfg.save_precision], unet_config=bm.unet.config)
+            result.metadata = lora_metadata(
+                family=bm.family, cfg=cfg, base_hash=record["base_model"]["sha256"],
+                dataset_hash=record["dataset"]["sha256"], n_images=len(ds.samples), steps=train.steps,
+                prediction_type=bm.prediction_type, name=sanitize_name(cfg.name))
+            result.adapter_config = adapter_config(cfg, bm.family)
+            if self.write_lora:
+                result.lora_path = record_output(record, *_save_or_keep(cfg, result, train.steps, self.saved))
+            checkpoint.mark_finished(cfg, self.job_id, resume.path if resume is not None else None)
+            self._write_final_record(result)
+        acc.wait_for_everyone()
+        return result
+
+    def _write_final_record(self, result: JobResult) -> None:
+        self.record.update(status="finished", finished=datetime.now(timezone.utc).isoformat())
+        try:
+            write_json_atomic(self.record_path, self.record, overwrite=True)
+        except LoraStudioError as e:  # the LoRA is written: the run succeeded; say what is missing
+            result.record_error = (f"The LoRA was written, but the job record {self.record_path} could not be "
+                                   f"updated ({e}). It will read 'interrupted'; the LoRA is complete.")
+            self.cb.message(f"warning: {result.record_error}")
+
+    def cancelled(self, e: TrainingCancelled) -> None:
+        """A cancel names the checkpoint to resume from (and says if the last one could not be written)."""
+        saved = self.saved
+        e.checkpoint = saved.get("path") if e.step else None
+        e.record_path = self.record_path if self.opened else None
+        if saved.get("error") and e.step:
+            e.args = (f"{e} But the checkpoint of step {e.step} could not be written: {saved['error']}"
+                      + (f" The newest one that was: {e.checkpoint}." if e.checkpoint else ""),)
+        if self.opened and e.checkpoint:
+            self.record["checkpoint"] = str(e.checkpoint)
+        self.close_record("cancelled", str(e))
+
+    def close_record(self, status: str, message: str) -> None:
+        if self.opened:
+            _close_record(self.acc, self.record_path, self.record, status, message)
+
+    def release(self, own_model: bool, keep: bool) -> None:
+        """Device memory and trackers back, whatever happened (runs in `finally`)."""
+        if not (keep and self.done):
+            _free(self.bm if own_model else None)
+        if self.acc is not None:
+            if self.acc.trackers:
+                tracking.end(self.acc)
+            self.acc.free_memory()
 
 
 def _tidy_after_dead_runs(cfg: TrainConfig, write_lora: bool) -> None:
