@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from .models import BaseModel
-from .pipeline import build_pipeline
+from .pipeline import build_pipeline, seeded, to_pictures
 
 log = logging.getLogger("lora_studio.preview")
 
@@ -49,12 +49,12 @@ def render(bm: BaseModel, unet, prompts: list[str], cfg, device: torch.device, a
         neg = negative_prompt(cfg, extra_negative)
         images = []
         for i, prompt in enumerate(prompts):
-            gen = torch.Generator(device=device).manual_seed(cfg.preview_seed + i)
+            gen = seeded(cfg.preview_seed + i)
             with autocast() if autocast else contextlib.nullcontext():
-                out = pipe(prompt, negative_prompt=neg, num_inference_steps=cfg.preview_sampling_steps,
-                           guidance_scale=cfg.preview_guidance, height=cfg.resolution, width=cfg.resolution,
-                           generator=gen, output_type="pil")
-            images.append(out.images[0])
+                latents = pipe(prompt, negative_prompt=neg, num_inference_steps=cfg.preview_sampling_steps,
+                               guidance_scale=cfg.preview_guidance, height=cfg.resolution, width=cfg.resolution,
+                               generator=gen, output_type="latent").images
+            images += to_pictures(pipe, latents)  # outside autocast: SDXL's VAE gives black pictures in fp16
         return images
     finally:
         for m, dev, training in placement:

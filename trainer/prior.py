@@ -26,7 +26,7 @@ from .data import IMAGE_EXTENSIONS, Sample
 from .data.safety import is_text, shown
 from .errors import DatasetError, TrainingCancelled
 from .models import BaseModel
-from .pipeline import SAMPLER, build_pipeline
+from .pipeline import SAMPLER, build_pipeline, seeded, to_pictures
 
 log = logging.getLogger("lora_studio.prior")
 
@@ -119,8 +119,7 @@ class PipelineRenderer:
 
     A context manager: on exit every model is back on its device and in its train/eval mode, since the
     trainer places the models itself afterwards. Weights keep their dtype (fp32 as loaded); on CUDA the
-    UNet runs under autocast in the training precision, the VAE decodes in its own dtype (SDXL's VAE
-    overflows in fp16). The prompt is encoded once per prompt and the text encoders go back at once.
+    UNet runs under autocast in the training precision, the VAE decodes outside it (pipeline.to_pictures). The prompt is encoded once per prompt and the text encoders go back at once.
     """
 
     def __init__(self, bm: BaseModel, device: torch.device | str, mixed_precision: str = "no"):
@@ -171,23 +170,12 @@ class PipelineRenderer:
 
     @torch.no_grad()
     def __call__(self, prompt: str, seed: int, width: int, height: int, steps: int) -> Image.Image:
-        # A CPU generator gives the same picture for a seed on any device.
-        gen = torch.Generator("cpu").manual_seed(int(seed))
+        gen = seeded(seed)
         amp = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
         with amp:
             latents = self.pipe(**self._encode(prompt), height=height, width=width, num_inference_steps=steps,
                                 guidance_scale=CLASS_GUIDANCE, generator=gen, output_type="latent").images
-        vae = self.bm.vae
-        latents = latents.to(vae.device, vae.dtype)
-        mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
-        if mean is not None and std is not None:
-            shape = (1, len(mean), 1, 1)
-            latents = latents * torch.tensor(std, device=latents.device, dtype=latents.dtype).view(shape) \
-                / vae.config.scaling_factor + torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(shape)
-        else:
-            latents = latents / vae.config.scaling_factor
-        pixels = vae.decode(latents).sample  # [1, 3, H, W] in [-1, 1]
-        return self.pipe.image_processor.postprocess(pixels.float(), output_type="pil")[0]
+        return to_pictures(self.pipe, latents)[0]
 
 
 # ----------------------------------------------------------------- files
