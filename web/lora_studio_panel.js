@@ -164,7 +164,7 @@ export function panelRows(preset, live) {
 }
 
 export function formatValue(x) {
-  if (Array.isArray(x)) return x.join(", ");
+  if (Array.isArray(x)) return x.length ? x.join(", ") : "–";
   if (typeof x === "boolean") return x ? "on" : "off";
   if (typeof x !== "number" || !Number.isFinite(x)) return x === undefined ? "–" : String(x);
   if (Number.isInteger(x)) return String(x);
