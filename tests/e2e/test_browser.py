@@ -182,6 +182,29 @@ def launch_chromium(log_path: Path) -> Page:
 # ----------------------------------------------------------------------------------- fixtures
 
 
+NEW_FRONTEND_ENV = "LORA_STUDIO_NEW_FRONTEND"
+
+
+def each_frontend(request, tmp_path_factory, name: str):
+    """The body of a module fixture parametrized ["bundled", "1.58"]: yields (tag, server), the session's server
+    for the frontend ComfyUI bundles, or an own server (base folder `name`) started with --front-end-root on the
+    newest comfyui-frontend-package's static folder from LORA_STUDIO_NEW_FRONTEND (skipped, saying why, without)."""
+    if request.param == "bundled":
+        yield "bundled", request.getfixturevalue("comfy_server")
+        return
+    root = os.environ.get(NEW_FRONTEND_ENV)
+    if not root:
+        pytest.skip(f"{NEW_FRONTEND_ENV} is not set: point it at the static/ folder of comfyui-frontend-package "
+                    "1.58.x (pip download comfyui-frontend-package, unpack) to test the newest frontend")
+    if not (Path(root) / "index.html").is_file():
+        pytest.skip(f"{NEW_FRONTEND_ENV}={root} has no index.html: not a frontend's static folder")
+    request.getfixturevalue("comfy_server")  # skips without COMFYUI_PATH, like every e2e test
+    from tests.e2e.conftest import running_comfy_server
+
+    with running_comfy_server(tmp_path_factory.mktemp(name), ("--front-end-root", root)) as server:
+        yield "1.58", server
+
+
 def _settings(server: ComfyServer, **values) -> None:
     r = server.post("/settings", json=values)
     r.raise_for_status()

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_browser import ARTIFACTS, _settings, chromium, launch_chromium, open_ui  # noqa: F401
+from tests.e2e.test_browser import ARTIFACTS, _settings, chromium, each_frontend, launch_chromium, open_ui  # noqa: F401
 from tests.e2e.test_studio_routes import FOX
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs" / "screenshots"
-NEW_FRONTEND_ENV = "LORA_STUDIO_NEW_FRONTEND"
 STEPS = 3
 
 
@@ -40,21 +39,7 @@ def _shots(name: str, tag: str) -> list[Path]:
 @pytest.fixture(scope="module", params=["bundled", "1.58"])
 def studio(request, tmp_path_factory, sd15_checkpoint_file):
     """(tag, server) — the session's server for the bundled frontend, an own one for the newest frontend."""
-    if request.param == "bundled":
-        yield "bundled", request.getfixturevalue("comfy_server")
-        return
-    root = os.environ.get(NEW_FRONTEND_ENV)
-    if not root:
-        pytest.skip(f"{NEW_FRONTEND_ENV} is not set: point it at the static/ folder of comfyui-frontend-package "
-                    "1.58.x (pip download comfyui-frontend-package, unpack) to test the newest frontend")
-    if not (Path(root) / "index.html").is_file():
-        pytest.skip(f"{NEW_FRONTEND_ENV}={root} has no index.html: not a frontend's static folder")
-    request.getfixturevalue("comfy_server")  # skips without COMFYUI_PATH, like every e2e test
-    from tests.e2e.conftest import running_comfy_server
-
-    with running_comfy_server(tmp_path_factory.mktemp("comfy_new_frontend"), ("--front-end-root", root)) as server:
-        (server.checkpoints_dir / "sd15_random.safetensors").symlink_to(sd15_checkpoint_file)
-        yield "1.58", server
+    yield from each_frontend(request, tmp_path_factory, "comfy_new_frontend")
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,13 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.test_browser import ARTIFACTS, _settings, chromium, launch_chromium, open_ui  # noqa: F401
+from tests.e2e.test_browser import ARTIFACTS, _settings, chromium, each_frontend, launch_chromium, open_ui  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 import workflows as wfs  # noqa: E402  (tools/workflows.py)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
-NEW_FRONTEND_ENV = "LORA_STUDIO_NEW_FRONTEND"
 PACK = "lora_studio"  # the folder name tests/e2e/conftest.py links the pack in as
 # Where each thumbnail looks at its graph: canvas scale, offset, and the width of the 16:10 crop (screen px).
 THUMB_VIEWS = {wfs.FROM_FOLDER: (0.7, (-11.4, -12.9), 1000), wfs.TRAIN_AND_SAMPLE: (0.62, (-483.9, -13.9), 1040)}
@@ -40,20 +39,7 @@ def _title(name: str) -> str:
 @pytest.fixture(scope="module", params=["bundled", "1.58"])
 def server(request, tmp_path_factory, sd15_checkpoint_file):
     """(tag, server): the session's server for the bundled frontend, an own one for the newest frontend."""
-    if request.param == "bundled":
-        yield "bundled", request.getfixturevalue("comfy_server")
-        return
-    root = os.environ.get(NEW_FRONTEND_ENV)
-    if not root:
-        pytest.skip(f"{NEW_FRONTEND_ENV} is not set: point it at the static/ folder of comfyui-frontend-package "
-                    "1.58.x (pip download comfyui-frontend-package, unpack) to test the newest frontend")
-    if not (Path(root) / "index.html").is_file():
-        pytest.skip(f"{NEW_FRONTEND_ENV}={root} has no index.html: not a frontend's static folder")
-    request.getfixturevalue("comfy_server")  # skips without COMFYUI_PATH, like every e2e test
-    from tests.e2e.conftest import running_comfy_server
-
-    with running_comfy_server(tmp_path_factory.mktemp("comfy_templates_new"), ("--front-end-root", root)) as s:
-        yield "1.58", s
+    yield from each_frontend(request, tmp_path_factory, "comfy_templates_new")
 
 
 @pytest.fixture(scope="module")
