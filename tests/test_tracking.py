@@ -81,8 +81,8 @@ def test_without_tensorboard_the_run_trains_on_and_says_how_to_get_it_once(tmp_p
     job = tmp_path / "job.json"
     job.write_text(json.dumps(tiny_overrides(tmp_path, tiny_sd15, sample_dataset, max_train_steps=3,
                                              preview_every=-1, report_to=["tensorboard"])))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(shim), str(REPO)]), HF_HUB_OFFLINE="1",
-               OMP_NUM_THREADS="1")
+    path = [str(shim), str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-m", "trainer", "train", "--job", str(job)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     said = out.stdout + out.stderr

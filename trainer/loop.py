@@ -511,29 +511,13 @@ class Trainer:
             self._report(step, values, resumed_from, t0)
 
     def run(self) -> TrainResult:
-        cfg, acc = self.cfg, self.acc
-        total = cfg.max_train_steps
-        resumed_from = self.step
-        t0 = time.perf_counter()
+        """The steps left (all, or the rest after `restore`), then the held-out loss, the last preview, the result."""
+        resumed_from, t0 = self.step, time.perf_counter()
         self._first_step_s = 0.0
-        params = self.unet_params + self.te_params
         self.readback = StepScalars(self.device)
         self._lr_at: dict[int, float] = {}
         try:
-            while self.step < total:
-                step_loss, extras = self._optimizer_step(params)
-                self._lr_at[self.step + 1] = self.lr_scheduler.get_last_lr()[0]
-                self.lr_scheduler.step()
-                self.step += 1
-                self.readback.push(self.step, {"loss": step_loss, **extras})
-                due = (cfg.checkpointing_steps and self.step % cfg.checkpointing_steps == 0 and self.step < total) or \
-                    (self.previewer and cfg.preview_every and self.step % cfg.preview_every == 0 and self.step < total)
-                # before anything is written, every loss so far must be known (and finite)
-                self._drain(resumed_from, t0, wait=bool(due) or self.step >= total)
-                if cfg.checkpointing_steps and self.step % cfg.checkpointing_steps == 0 and self.step < total:
-                    self._checkpoint()
-                if self.previewer and cfg.preview_every and self.step % cfg.preview_every == 0 and self.step < total:
-                    self.previewer(self.step)
+            self._steps(resumed_from, t0)
         except TrainingCancelled:
             self._drain(resumed_from, t0, wait=True)
             self._checkpoint()  # Cancel keeps the work: "resume" continues from here
@@ -545,15 +529,40 @@ class Trainer:
                     torch.cuda.empty_cache()
                 raise TrainingFailed(self._oom_message()) from None
             raise
-        seconds = time.perf_counter() - t0
+        return self._result(resumed_from, t0, time.perf_counter() - t0)
+
+    def _steps(self, resumed_from: int, t0: float) -> None:
+        cfg, total = self.cfg, self.cfg.max_train_steps
+        params = self.unet_params + self.te_params
+        while self.step < total:
+            step_loss, extras = self._optimizer_step(params)
+            self._lr_at[self.step + 1] = self.lr_scheduler.get_last_lr()[0]
+            self.lr_scheduler.step()
+            self.step += 1
+            self.readback.push(self.step, {"loss": step_loss, **extras})
+            save = self._due(cfg.checkpointing_steps)
+            preview = self.previewer is not None and self._due(cfg.preview_every)
+            # before anything is written, every loss so far must be known (and finite)
+            self._drain(resumed_from, t0, wait=save or preview or self.step >= total)
+            if save:
+                self._checkpoint()
+            if preview:
+                self.previewer(self.step)
+
+    def _due(self, every: int) -> bool:
+        """A periodic checkpoint or preview falls on this step (the last step's come after the loop)."""
+        return bool(every) and self.step % every == 0 and self.step < self.cfg.max_train_steps
+
+    def _result(self, resumed_from: int, t0: float, seconds: float) -> TrainResult:
         eval_after = self.eval_loss()
         if self.eval_before is None:  # after training, with the adapters off: see eval_loss_base
             self.eval_before = self.eval_loss_base()
         if self.previewer:
             self.previewer(self.step)
+        unwrap = self.acc.unwrap_model
         return TrainResult(
-            unet_lora=adapter_state_dict(acc.unwrap_model(self.models[0])),
-            text_encoder_loras=[adapter_state_dict(acc.unwrap_model(m)) for m in self.models[1:]],
+            unet_lora=adapter_state_dict(unwrap(self.models[0])),
+            text_encoder_loras=[adapter_state_dict(unwrap(m)) for m in self.models[1:]],
             losses=self.losses, lrs=self.lrs, steps=self.step, eval_loss_before=self.eval_before,
             eval_loss_after=eval_after, seconds=seconds, first_step_s=self._first_step_s, resumed_from=resumed_from,
             loop_started=t0,
