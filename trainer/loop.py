@@ -125,7 +125,9 @@ class Trainer:
                 te.to(self.device, dtype=self.dtype)
                 self.te_params += inject(te, te_spec)
                 if cfg.gradient_checkpointing:
-                    te.gradient_checkpointing_enable()
+                    # transformers 5 renamed it and warns on every run under the old name
+                    enable = getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable
+                    enable()
                 te.train()
         # Only the adapter trains, so only it is kept in fp32: optimizer updates in bf16 lose small steps.
         from diffusers.training_utils import cast_training_params
