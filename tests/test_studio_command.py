@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import load_nodes
+from conftest import load_nodes, point_configure_at
 
 from trainer.cli import build_config, parser
 
@@ -37,8 +37,7 @@ def configure(monkeypatch, tmp_path):
     ckpt.write_bytes(b"")
     (tmp_path / "input" / DATA["dataset"]).mkdir(parents=True)
     monkeypatch.chdir(tmp_path)  # no ComfyUI folders in unit tests: input/ and output/ are the working folder's
-    monkeypatch.setattr(mod, "checkpoint_path", lambda name: str(ckpt))
-    monkeypatch.setattr(mod, "loras_dir", lambda: tmp_path / "loras")
+    point_configure_at(monkeypatch, ckpt, tmp_path / "loras")
     monkeypatch.setattr(mod, "_auto_precision", lambda: "no")
     return mod
 
