@@ -308,8 +308,8 @@ function setupConfigurePanel(node) {
     return preset;
   };
 
-  let seq = 0, timer = 0;
-  let settle = null; // resolves when the live command for the latest edit has arrived
+  let seq = 0, timer = 0, pending = false;
+  const waiting = []; // resolved when the live command for the latest edit has arrived
   /** The server builds the command (trainer.commands.config_command) for these values: one builder. */
   const askServer = async (mine) => {
     let live;
@@ -329,19 +329,23 @@ function setupConfigurePanel(node) {
     node.loraStudioCommand = live.command || null;
     panel.setCommand(live.command || "");
   };
+  const settled = () => new Promise((r) => (pending ? waiting.push(r) : r()));
   const refresh = (presetChanged = false) => {
-    if (presets === null) return presetsReady.then(() => refresh(presetChanged));
+    pending = true;
+    if (presets === null) { presetsReady.then(() => refresh(presetChanged)); return settled(); }
     const preset = syncWidgets(presetChanged);
     panel.update(preset, node.loraStudioLive, presets); // at once; the server's answer follows
     const mine = ++seq;
-    clearTimeout(timer);
-    let done;
-    settle = new Promise((r) => { done = r; });
-    timer = setTimeout(() => askServer(mine).finally(done), LIVE_DELAY_MS);
-    return settle;
+    clearTimeout(timer); // typing on: only the last edit is asked for
+    timer = setTimeout(() => askServer(mine).finally(() => {
+      if (mine !== seq) return; // a newer edit is on its way
+      pending = false;
+      for (const r of waiting.splice(0)) r();
+    }), LIVE_DELAY_MS);
+    return settled();
   };
   node.loraStudioRefresh = () => refresh(); // → a promise: the live command is there (tests await it)
-  node.loraStudioSettled = () => settle ?? Promise.resolve();
+  node.loraStudioSettled = settled; // → a promise: the latest edit's command has arrived
   const edited = () => { node.loraStudioJobCommand = null; return refresh(); };
   configureRefreshers.add(edited);
   chain(node, "onRemoved", () => configureRefreshers.delete(edited));

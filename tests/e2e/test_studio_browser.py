@@ -97,11 +97,13 @@ def set_file_input(p, path: Path) -> None:
     p.call("DOM.setFileInputFiles", nodeId=node["nodeId"], files=[str(path)])
 
 
-def queue_training(p, dataset: str, name: str, ckpt: str = "sd15_random.safetensors") -> None:
+TINY_RUN = {"test_mode": True, "lr_warmup_steps": 0, "checkpointing_steps": 0, "preview_sampling_steps": 2, "snr_gamma": 0}
+
+
+def tiny_training_js(dataset: str, name: str, ckpt: str = "sd15_random.safetensors", extra: dict | None = None) -> str:
+    """Page JS: the training template with a tiny run's settings (64 px, STEPS steps); `conf`, `data` are its nodes."""
     tpl = (REPO / "example_workflows" / "Train a LoRA from a dataset folder.json").read_text(encoding="utf-8")
-    extra = json.dumps({"test_mode": True, "lr_warmup_steps": 0, "checkpointing_steps": 0,
-                        "preview_sampling_steps": 2, "snr_gamma": 0})
-    p.js(f"""
+    return f"""
         await app.loadGraphData({tpl}, true, true, 'studio');
         const conf = one('LoraStudio_ConfigureLoRA'), data = one('LoraStudio_LoadDataset');
         setWidget(data, 'dataset', {json.dumps(dataset)});
@@ -111,7 +113,11 @@ def queue_training(p, dataset: str, name: str, ckpt: str = "sd15_random.safetens
         setWidget(conf, 'max_train_steps', {STEPS});
         setWidget(conf, 'gradient_accumulation_steps', 1);
         setWidget(conf, 'mixed_precision', 'no');
-        setWidget(conf, 'extra', {json.dumps(extra)});
+        setWidget(conf, 'extra', {json.dumps(json.dumps(dict(TINY_RUN, **(extra or {}))))});"""
+
+
+def queue_training(p, dataset: str, name: str, ckpt: str = "sd15_random.safetensors") -> None:
+    p.js(tiny_training_js(dataset, name, ckpt) + """
         await app.queuePrompt(0, 1);
         return true;""")
 
@@ -244,6 +250,18 @@ def test_configure_lora_and_sidebar_in_german(page, studio):
 
 # ----------------------------------------------------------------------------------- Configure LoRA and Save LoRA
 
+TRAIN_TEMPLATE = REPO / "example_workflows" / "Train a LoRA from a dataset folder.json"
+SAMPLE_TEMPLATE = REPO / "example_workflows" / "Train a LoRA, then sample with it.json"
+# Configure LoRA's widgets_values as workflows saved them before the widgets showed the preset's values
+OLD_CONFIGURE = ["v1-5-pruned-emaonly.safetensors", "Fotostudio – Schnellstart", "watercolor_fox", 0, 0, 0.0, 0, 0.0,
+                 "preset", "preset", 0, 0, "auto", "preset", 42, "", 0, ""]
+
+
+def old_workflow() -> str:
+    wf = json.loads(TRAIN_TEMPLATE.read_text(encoding="utf-8"))
+    next(n for n in wf["nodes"] if n["type"] == "LoraStudio_ConfigureLoRA")["widgets_values"] = list(OLD_CONFIGURE)
+    return json.dumps(wf)
+
 def _configure_state(p) -> dict:
     return p.js("""const conf = one('LoraStudio_ConfigureLoRA');
         await conf.loraStudioSettled();
@@ -256,11 +274,11 @@ def _configure_state(p) -> dict:
 
 
 def _focus_on(p, node_type: str) -> None:
-    """The node at the top left at 100 %, the sidebar closed: a README picture of that node."""
+    """The node at the top left at 90 %, the sidebar closed: a README picture of that node."""
     p.js(f"""document.querySelector('.lora-studio-sidebar') && document.querySelector('.lora-studio-tab-button, [data-testid="lora-studio-tab-button"]')?.click();
         const n = one({json.dumps(node_type)});
-        app.canvas.ds.scale = 1.0;
-        app.canvas.ds.offset = [-n.pos[0] + 80, -n.pos[1] + 110];
+        app.canvas.ds.scale = 0.9;  // the whole node, its command included, below the frontend's top bar
+        app.canvas.ds.offset = [-n.pos[0] + 90, -n.pos[1] + 130];
         app.canvas.setDirty(true, true);
         await new Promise((r) => setTimeout(r, 400)); return true;""")
 
@@ -274,11 +292,11 @@ def test_configure_lora_shows_the_presets_values_and_marks_overrides(page, studi
 
     tag, server = studio
     p = page
-    tpl = (REPO / "example_workflows" / "train_from_folder.json").read_text(encoding="utf-8")
+    tpl = old_workflow()
     p.js(f"await app.loadGraphData({tpl}, true, true, 'configure'); return true;")
     s = _configure_state(p)
     fotostudio = preset_widgets("fotostudio")
-    assert {k: s["values"][k] for k in fotostudio} == fotostudio, s["values"]  # the template saved 0 / "preset"
+    assert {k: s["values"][k] for k in fotostudio} == fotostudio, s["values"]  # it saved 0 / "preset"
     assert s["saved"][3:6] == [512, 800, 1e-4], s["saved"]  # and saves the values it shows
     assert s["marked"] == [] and s["listed"] == "", s
     assert "v1-5-pruned-emaonly.safetensors" in s["error"] and not s["shown"], s  # no such checkpoint here: said so
@@ -339,24 +357,12 @@ def test_save_lora_says_where_and_the_copied_command_runs_the_same_job(page, stu
     if not (server.input_dir / "watercolor_fox").exists():
         shutil.copytree(FOX, server.input_dir / "watercolor_fox")
     name = f"copied_{tag.replace('.', '_')}"
-    tpl = (REPO / "example_workflows" / "train_from_folder.json").read_text(encoding="utf-8")
-    extra = json.dumps({"test_mode": True, "lr_warmup_steps": 0, "checkpointing_steps": 0,
-                        "preview_sampling_steps": 2, "snr_gamma": 0, "preview_prompts": ["1234", "true"]})
-    shown = p.js(f"""
-        await app.loadGraphData({tpl}, true, true, 'save');
-        const conf = one('LoraStudio_ConfigureLoRA'), data = one('LoraStudio_LoadDataset');
+    shown = p.js(tiny_training_js("watercolor_fox", name, extra={"preview_prompts": ["1234", "true"]}) + """
         setWidget(data, 'trigger_token', '1234');
-        setWidget(conf, 'ckpt_name', 'sd15_random.safetensors');
-        setWidget(conf, 'name', {json.dumps(name)});
-        setWidget(conf, 'resolution', 64);
-        setWidget(conf, 'max_train_steps', {STEPS});
-        setWidget(conf, 'gradient_accumulation_steps', 1);
-        setWidget(conf, 'mixed_precision', 'no');
-        setWidget(conf, 'extra', {json.dumps(extra)});
         await conf.loraStudioSettled();
         window.__saved = null;
         for (const [t, ok] of [['execution_success', true], ['execution_error', false]])
-          api.addEventListener(t, (e) => {{ window.__saved ??= {{ok, d: e.detail}}; }});
+          api.addEventListener(t, (e) => { window.__saved ??= {ok, d: e.detail}; });
         const shown = conf.loraStudioPanel.commandArea.value;
         await app.queuePrompt(0, 1);
         return shown;""")
@@ -371,7 +377,7 @@ def test_save_lora_says_where_and_the_copied_command_runs_the_same_job(page, stu
 
     # shown again: another workflow and back (a tab switch loads the graph again), then a reload
     graph = p.js("return JSON.stringify(app.graph.serialize())")
-    other = (REPO / "example_workflows" / "train_apply_sample.json").read_text(encoding="utf-8")
+    other = SAMPLE_TEMPLATE.read_text(encoding="utf-8")
     p.js(f"await app.loadGraphData({other}, true, true, 'other'); await app.loadGraphData({graph}, true, true, 'save');"
          " return true;")
     assert p.wait_for(save_text, 30, "Save LoRA's text after switching back") == text
