@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -31,9 +33,11 @@ log = logging.getLogger("lora_studio.tracking")
 
 PROJECT = "lora-studio"  # init_trackers' project: W&B's project, and TensorBoard's folder inside the job folder
 WANDB_FIX = "pip install wandb, or remove 'wandb' from report_to"
+# The command names the Python that runs this (ComfyUI portable, a venv): `pip` on PATH may be another one's.
 TENSORBOARD_HINT = ("TensorBoard logs were asked for (report_to), but the tensorboard package is not installed; "
-                    "training goes on without them. To get them: pip install tensorboard (or the pack's extra: "
-                    "pip install 'lora-studio[tensorboard]'), or set report_to to [] to silence this.")
+                    "training goes on without them. To get them: "
+                    f"{shlex.join([sys.executable, '-m', 'pip', 'install', 'tensorboard'])} (or install the pack "
+                    "with its extra, lora-studio[tensorboard]), or set report_to to [] to silence this.")
 
 
 def _available(name: str) -> bool:
