@@ -136,3 +136,27 @@ def test_items_encode_on_first_use_with_the_eager_values(tmp_path, tiny_sd15):
     # a later run served from the lazily written cache gets the same bits
     again = build_items(bm, ds, sizes, torch.device("cpu"), cache_text=True, latent_cache=cache)
     assert cache.hits == 3 and all(torch.equal(a.latent, b.latent) for a, b in zip(items, again))
+
+
+def test_vae_id_is_asked_once_at_the_first_key(tmp_path, img):
+    """The job hashes the VAE in the background; the cache asks for the id only when a key is needed."""
+    asked = []
+    late = LatentCache(tmp_path / "cache", lambda: asked.append(1) or "v1")
+    assert asked == []
+    k = late.key(img, 64, 64, True, False)
+    assert late.key(img, 64, 64, True, False) == k == LatentCache(tmp_path / "cache", "v1").key(img, 64, 64, True, False)
+    assert asked == [1]
+
+
+def test_weights_sha256_follows_the_weights():
+    from trainer.encode import weights_sha256
+
+    torch.manual_seed(0)
+    a = torch.nn.Conv2d(3, 4, 3)
+    b = torch.nn.Conv2d(3, 4, 3)
+    b.load_state_dict(a.state_dict())
+    assert weights_sha256(a) == weights_sha256(b)
+    with torch.no_grad():
+        b.weight[0, 0, 0, 0] += 1e-6
+    assert weights_sha256(a) != weights_sha256(b)
+    assert weights_sha256(a) != weights_sha256(a.to(torch.float64))

@@ -70,6 +70,20 @@ def encode_tokens(bm: BaseModel, ids: list[torch.Tensor], encoders: list | None 
     return torch.cat(states, dim=-1), pooled
 
 
+def weights_sha256(module: torch.nn.Module) -> str:
+    """sha256 of a module's weights as loaded (names, dtypes, shapes, bytes): the latent cache's VAE identity.
+    A VAE's 0.3 GB hash in well under a second, where the whole checkpoint file (UNet and all) takes seconds
+    (issue #12); and base models that share a VAE share their cached latents."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def square_sizes(n: int, resolution: int) -> list[tuple[int, int]]:
     return [(resolution, resolution)] * n
 
@@ -99,6 +113,7 @@ class ItemEncoder:
     def _setup(self) -> None:
         if self._ready:
             return
+        getattr(self.latent_cache, "vae_id", None)  # its hash reads the VAE's weights as loaded: before they move
         # nn.Module.to, not diffusers' override: the override warns about "modules to keep in fp32" on every cast
         torch.nn.Module.to(self.bm.vae, device=self.device, dtype=torch.float32)
         if self.cache_text:

@@ -20,14 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from .config import TrainConfig
 from .data import Dataset, LatentCache, check_dataset, plan_buckets
 from .data.quality import file_sha256 as bytes_sha256
-from .encode import ItemEncoder, square_sizes
+from .encode import ItemEncoder, square_sizes, weights_sha256
 from .errors import ConfigError, ExportError, LoraStudioError, Problem, TrainingCancelled
 from .interop import target_warnings
 from .atomic import folder_problem, write_json_atomic, write_png_atomic
@@ -169,6 +169,8 @@ class _Run:
         self.cfg, self.cb, self.write_lora = cfg, cb, write_lora
         self.acc = None
         self.bm: BaseModel | None = None
+        self.pool: ThreadPoolExecutor | None = None  # the background hashes (base file, VAE weights)
+        self.hashing = self.vae_hash = None
         self.opened = False  # the record is on disk: a stop from here on closes it with a status
         self.done = False
         self.saved: dict[str, Path] = {}  # the newest checkpoint this run wrote: a stopped run says where it is
@@ -216,18 +218,18 @@ class _Run:
         """The base model (the caller's, or loaded offline), its sha256 and what the record says about it."""
         cfg, record = self.cfg, self.record
         self.cb.message("loading base model")
-        # The file's sha256 (3–4 s for a full SD 1.5 file unless cached) is read while the model loads
+        # The file's sha256 (3–4 s for a full SD 1.5 file unless cached) is read in the background while the model
+        # loads and training starts: only resuming, class pictures, checkpoints and the final file need it (issue
+        # #12, time to first step). The latent cache keys by the VAE's own weights, hashed beside the setup.
         # (not remembered yet: a model that fails to load must leave no cache file behind).
         src = base.source if base else Path(cfg.base_model).expanduser()
-        with ThreadPoolExecutor(1, thread_name_prefix="lora-studio-hash") as pool:
-            hashing = pool.submit(file_sha256, src, resolve_cache_dir(cfg), False) if src.exists() else None
-            self.bm = bm = base or load_base_model(cfg.base_model, cfg.model_type, cfg.model_config_dir,
-                                                   cfg.tokenizer_dir, cfg.prediction_type)
-            if hashing:
-                hashing.result()  # the model loaded: now the hash is remembered (the file is read once per process)
+        self.pool = pool = ThreadPoolExecutor(2, thread_name_prefix="lora-studio-hash")
+        self.hashing = pool.submit(file_sha256, src, resolve_cache_dir(cfg), False) if src.exists() else None
+        self.bm = bm = base or load_base_model(cfg.base_model, cfg.model_type, cfg.model_config_dir,
+                                               cfg.tokenizer_dir, cfg.prediction_type)
+        self.vae_hash = pool.submit(weights_sha256, bm.vae)
         record["base_model"] = {"path": str(bm.source), "family": bm.family, "prediction_type": bm.prediction_type,
-                                "sha256": file_sha256(bm.source, resolve_cache_dir(cfg)),
-                                "tokenizer": bm.extra.get("tokenizer")}
+                                "sha256": None, "tokenizer": bm.extra.get("tokenizer")}
         record["dataset"]["sha256"] = ds.content_hash()
         record["warnings"] = target_warnings(bm.family, cfg.unet_target_modules, cfg.train_text_encoder,
                                              cfg.text_encoder_target_modules)
@@ -235,21 +237,36 @@ class _Run:
             self.cb.message(f"warning: {w}")
         record["memory"] = _memory_check(cfg, bm.family, self.acc.device, self.cb)
 
+    def base_sha256(self) -> str:
+        """The base model's sha256 when first asked for (waits for the background hash); the record gets it too."""
+        bm = self.record["base_model"]
+        if bm.get("sha256") is None:
+            if self.hashing is not None:
+                self.hashing.result()  # the model loaded: now it is remembered (the file is read once per process)
+            bm["sha256"] = file_sha256(self.bm.source, resolve_cache_dir(self.cfg))
+        return bm["sha256"]
+
+    def fingerprint(self) -> dict:
+        return checkpoint.fingerprint(self.cfg, self.base_sha256(), self.record["dataset"]["sha256"])
+
     def prepare(self, ds: Dataset, latent_cache):
         """Encoded data, trackers, the Trainer (restored from a checkpoint to resume), the record on disk."""
         cfg, acc, bm, record = self.cfg, self.acc, self.bm, self.record
-        fp = checkpoint.fingerprint(cfg, record["base_model"]["sha256"], record["dataset"]["sha256"])
-        resume = checkpoint.resolve_resume(cfg, fp)
+        # (resolve_resume reads no fingerprint without resume_from: a fresh run does not wait for the hash)
+        resume = checkpoint.resolve_resume(cfg, self.fingerprint()) if (cfg.resume_from or "").strip() else None
         if latent_cache is None:
-            latent_cache = LatentCache(resolve_cache_dir(cfg) / "latents", vae_id=record["base_model"]["sha256"])
+            latent_cache = LatentCache(resolve_cache_dir(cfg) / "latents", vae_id=self.vae_hash.result)
         self.latent_cache = latent_cache
-        items, prior_items, encoder = _encode(cfg, bm, ds, acc, self.cb, latent_cache, record)
+        if cfg.with_prior_preservation:  # rendering class pictures moves the VAE: hash its weights before
+            self.vae_hash.result()
+        items, prior_items, encoder = _encode(cfg, bm, ds, acc, self.cb, latent_cache, record, self.base_sha256)
         if acc.is_main_process and acc.log_with:  # only now: a bad dataset or model leaves no event file
             tracking.start(acc, self.job_dir, self.job_id, cfg.to_dict())
             self.cb = _with_trackers(self.cb, acc)
         cb = self.cb
         trainer = Trainer(cfg, bm, items, acc, _stop_together(cb, acc), prior_items=prior_items,
-                          checkpointer=_checkpointer(cfg, acc, fp, self.job_id, lambda: trainer, self.saved, cb),
+                          checkpointer=_checkpointer(cfg, acc, self.fingerprint, self.job_id, lambda: trainer,
+                                                     self.saved, cb),
                           previewer=_previewer(cfg, bm, ds, acc, cb, self.job_dir, lambda: trainer)
                           if cfg.preview_every >= 0 else None, encoder=encoder)
         if resume is not None:
@@ -257,6 +274,8 @@ class _Run:
             record["resumed_from"] = str(resume.path)
             cb.message(f"resuming from {resume.path.name} (step {resume.step} of {cfg.max_train_steps})")
         # The record appears once the inputs are known good: a bad dataset or model writes nothing.
+        if self.hashing is None or self.hashing.done():
+            self.base_sha256()  # (otherwise it is still being read: the finished record has it)
         if acc.is_main_process:
             write_json_atomic(self.record_path, record, overwrite=True)
         self.opened = True
@@ -274,7 +293,7 @@ class _Run:
             result.tensors = kohya_state_dict(bm.family, train.unet_lora, train.text_encoder_loras, cfg.alpha,
                                               SAVE_DTYPES[cfg.save_precision], unet_config=bm.unet.config)
             result.metadata = lora_metadata(
-                family=bm.family, cfg=cfg, base_hash=record["base_model"]["sha256"],
+                family=bm.family, cfg=cfg, base_hash=self.base_sha256(),
                 dataset_hash=record["dataset"]["sha256"], n_images=len(ds.samples), steps=train.steps,
                 prediction_type=bm.prediction_type, name=sanitize_name(cfg.name))
             result.adapter_config = adapter_config(cfg, bm.family)
@@ -312,6 +331,8 @@ class _Run:
 
     def release(self, own_model: bool, keep: bool) -> None:
         """Device memory and trackers back, whatever happened (runs in `finally`)."""
+        if self.pool is not None:  # a hash still being read (a run that stopped early) finishes on its own
+            self.pool.shutdown(wait=False, cancel_futures=True)
         if not (keep and self.done):
             _free(self.bm if own_model else None)
         if self.acc is not None:
@@ -376,7 +397,8 @@ def _memory_check(cfg: TrainConfig, family: str, device: torch.device, cb: Callb
     return out
 
 
-def _encode(cfg: TrainConfig, bm: BaseModel, ds: Dataset, acc, cb: Callbacks, latent_cache, record: dict):
+def _encode(cfg: TrainConfig, bm: BaseModel, ds: Dataset, acc, cb: Callbacks, latent_cache, record: dict,
+            base_sha):
     """Latents (and frozen text embeddings) once per run; class images too with prior preservation.
 
     On the CPU each item is encoded on first use (by the training loop, through the returned ItemEncoder):
@@ -405,7 +427,7 @@ def _encode(cfg: TrainConfig, bm: BaseModel, ds: Dataset, acc, cb: Callbacks, la
 
         cache_root = resolve_cache_dir(cfg) / "class_images"
         with acc.main_process_first():  # the main process renders; the others find the images cached
-            samples = class_images(cfg, bm, acc.device, cache_root, model_id=record["base_model"]["sha256"],
+            samples = class_images(cfg, bm, acc.device, cache_root, model_id=base_sha(),
                                    callbacks=cb)
         class_ds = Dataset(root=samples[0].path.parent, samples=samples)
         prior_items = encoder.items(class_ds, square_sizes(len(samples), cfg.resolution), flip=False)
@@ -447,14 +469,14 @@ def _with_trackers(cb: Callbacks, acc) -> Callbacks:
     return Callbacks(on_step=on_step, should_stop=cb.should_stop, on_message=cb.on_message, on_preview=on_preview)
 
 
-def _checkpointer(cfg: TrainConfig, acc, fp: dict, job_id: str, get_trainer, saved: dict, cb: Callbacks):
+def _checkpointer(cfg: TrainConfig, acc, fp: Callable[[], dict], job_id: str, get_trainer, saved: dict, cb: Callbacks):
     def save(step: int) -> None:
         trainer = get_trainer()
         if acc.is_main_process:
             optim, rng, meta = trainer.state()
             try:
                 saved["path"] = checkpoint.save(checkpoint.job_root(cfg, job_id), step, trainer.adapter_tensors(),
-                                                optim, rng, dict(meta, fingerprint=fp, job_id=job_id),
+                                                optim, rng, dict(meta, fingerprint=fp(), job_id=job_id),
                                                 keep=cfg.checkpoints_total_limit)
                 saved.pop("error", None)
             except LoraStudioError as e:

@@ -2,7 +2,8 @@
 
 The key covers everything the latent depends on: the image's bytes (not its name or date: a renamed
 file still hits, an edited one misses), the training size, the crop mode, the flip, and the VAE
-(`vae_id`: the base model's sha256). Entries are safetensors files written atomically (trainer/atomic.py:
+(`vae_id`: a sha256 of the VAE's weights; the training job uses `encode.weights_sha256(vae)`, so every base
+model that shares a VAE shares its latents). Entries are safetensors files written atomically (trainer/atomic.py:
 hidden partial + os.replace), so a crash or a parallel run never leaves a half-written latent that a later run trusts.
 A corrupt or unreadable entry counts as a miss and is replaced.
 """
@@ -13,6 +14,7 @@ import hashlib
 import logging
 import re
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -30,15 +32,25 @@ _KEY = re.compile(r"^[0-9a-f]{64}$")
 class LatentCache:
     """Content-keyed latent store under `root`. `hits` / `misses` count `get` calls since creation."""
 
-    def __init__(self, root: Path | str, vae_id: str):
+    def __init__(self, root: Path | str, vae_id: str | Callable[[], str]):
+        """`vae_id` may be a callable, asked once at the first key (the job hashes the VAE in the background)."""
         if not vae_id:
-            raise ValueError("LatentCache needs a vae_id (the base model's sha256) so latents of one VAE "
+            raise ValueError("LatentCache needs a vae_id (a sha256 of the VAE's weights) so latents of one VAE "
                              "are never served for another")
         self.root = Path(root).expanduser()
-        self.vae_id = str(vae_id)
+        self._vae_id = vae_id
         self.hits = 0
         self.misses = 0
         self.write_errors = 0
+
+    @property
+    def vae_id(self) -> str:
+        if callable(self._vae_id):
+            got = str(self._vae_id() or "")
+            if not got:
+                raise ValueError("LatentCache's vae_id callable gave no id")
+            self._vae_id = got
+        return str(self._vae_id)
 
     def key(self, image_path: Path | str, w: int, h: int, center_crop: bool, flip: bool) -> str:
         parts = [CACHE_FORMAT, file_sha256(Path(image_path)), f"{int(w)}x{int(h)}",
