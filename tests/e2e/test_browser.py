@@ -192,6 +192,15 @@ def each_frontend(request, tmp_path_factory, name: str):
     if request.param == "bundled":
         yield "bundled", request.getfixturevalue("comfy_server")
         return
+    root = newest_frontend_root(request)
+    from tests.e2e.conftest import running_comfy_server
+
+    with running_comfy_server(tmp_path_factory.mktemp(name), ("--front-end-root", root)) as server:
+        yield "1.58", server
+
+
+def newest_frontend_root(request) -> str:
+    """LORA_STUDIO_NEW_FRONTEND's static folder; skips, saying why, where it is unset or not a frontend."""
     root = os.environ.get(NEW_FRONTEND_ENV)
     if not root:
         pytest.skip(f"{NEW_FRONTEND_ENV} is not set: point it at the static/ folder of comfyui-frontend-package "
@@ -199,10 +208,7 @@ def each_frontend(request, tmp_path_factory, name: str):
     if not (Path(root) / "index.html").is_file():
         pytest.skip(f"{NEW_FRONTEND_ENV}={root} has no index.html: not a frontend's static folder")
     request.getfixturevalue("comfy_server")  # skips without COMFYUI_PATH, like every e2e test
-    from tests.e2e.conftest import running_comfy_server
-
-    with running_comfy_server(tmp_path_factory.mktemp(name), ("--front-end-root", root)) as server:
-        yield "1.58", server
+    return root
 
 
 def _settings(server: ComfyServer, **values) -> None:

@@ -1,5 +1,6 @@
 """Two browser sessions on one server at once (headless Chromium, two browser contexts = two ComfyUI client ids),
-both with the same graph open (so the same Train LoRA node id): A queues a tiny training run.
+both with the same graph open (so the same Train LoRA node id): A queues a tiny training run. Against the
+frontend ComfyUI 0.3.64 bundles and the newest comfyui-frontend-package (LORA_STUDIO_NEW_FRONTEND, skipped without).
 
 - One user (ComfyUI's default mode, a classroom on one account): only A's Train LoRA node gets the loss points,
   progress text and previews; B gets none of those events and sees the job only in the LoRA Studio sidebar's
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_browser import ARTIFACTS, PRELUDE, Page, chromium, launch_chromium, open_ui  # noqa: F401
+from tests.e2e.test_browser import ARTIFACTS, Page, chromium, launch_chromium, newest_frontend_root, open_ui  # noqa: F401
 from tests.e2e.test_studio_browser import STEPS, open_sidebar, queue_training, rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -97,31 +98,39 @@ def _dataset(server) -> str:
     return dst.name
 
 
-@pytest.fixture(scope="module", params=["one-user", "multi-user"])
+@pytest.fixture(scope="module", params=["one-user/bundled", "multi-user/bundled", "one-user/1.58", "multi-user/1.58"])
 def shared(request, tmp_path_factory, sd15_checkpoint_file):
-    """(mode, server, A's user, B's user); users are {"id", "name"} in --multi-user mode, None otherwise."""
-    if request.param == "one-user":
+    """(mode, server, A's user, B's user) for each frontend (bundled 1.27, newest 1.58); users are {"id", "name"}
+    in --multi-user mode, None otherwise."""
+    mode, frontend = request.param.split("/")
+    args = ("--multi-user",) if mode == "multi-user" else ()
+    if frontend == "1.58":
+        args += ("--front-end-root", newest_frontend_root(request))
+    if not args:
         server = request.getfixturevalue("comfy_server")
         ckpt = server.checkpoints_dir / "sd15_random.safetensors"
         if not ckpt.exists():
             ckpt.symlink_to(sd15_checkpoint_file)
-        yield "one-user", server, None, None
+        yield request.param, server, None, None
         return
     request.getfixturevalue("comfy_server")  # skips without COMFYUI_PATH, like every e2e test
     from tests.e2e.conftest import running_comfy_server
 
-    with running_comfy_server(tmp_path_factory.mktemp("comfy_two_users"), ("--multi-user",)) as server:
+    with running_comfy_server(tmp_path_factory.mktemp("comfy_two_sessions"), args) as server:
         (server.checkpoints_dir / "sd15_random.safetensors").symlink_to(sd15_checkpoint_file)
-        users = []
-        for name in ("alice", "bob"):
-            r = server.post("/users", json={"username": name})
-            assert r.status_code == 200, r.text
-            users.append({"id": r.json(), "name": name})
-        yield "multi-user", server, *users
+        users = [None, None]
+        if mode == "multi-user":
+            users = []
+            for name in ("alice", "bob"):
+                r = server.post("/users", json={"username": name})
+                assert r.status_code == 200, r.text
+                users.append({"id": r.json(), "name": name})
+        yield request.param, server, *users
 
 
 def test_two_sessions_at_once(shared, chromium):  # noqa: F811
-    mode, server, user_a, user_b = shared
+    param, server, user_a, user_b = shared
+    mode = param.replace("/", "_").replace(".", "")
     ARTIFACTS.mkdir(exist_ok=True)
     a = launch_chromium(ARTIFACTS / f"chromium_two_sessions_{mode}.log")
     b = context_page(a, ARTIFACTS / f"chromium_two_sessions_{mode}.log")
