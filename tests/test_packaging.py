@@ -53,6 +53,9 @@ def test_registry_metadata(pyproject):
     assert comfy["PublisherId"] and comfy["DisplayName"] and comfy["Icon"].endswith("docs/icon.svg")
     assert (REPO / "docs" / "icon.svg").is_file() and comfy["requires-comfyui"].startswith(">=")
     assert pyproject["project"]["classifiers"] and "MIT" in (REPO / "LICENSE").read_text()
+    # PEP 639: an SPDX expression and the file; a License classifier beside it is an error in setuptools >= 77
+    assert pyproject["project"]["license"] == "MIT" and pyproject["project"]["license-files"] == ["LICENSE"]
+    assert not [c for c in pyproject["project"]["classifiers"] if c.startswith("License ::")]
     ignored = [ln.strip() for ln in (REPO / ".comfyignore").read_text().splitlines()
                if ln.strip() and not ln.startswith("#")]
     assert {"tests/", "bench/", "docs/"} <= set(ignored)
