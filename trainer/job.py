@@ -80,6 +80,18 @@ def file_sha256(path: Path, cache_dir: Path | None = None, remember: bool = True
     return digest
 
 
+def _lowest_priority(fn):
+    """`fn` run in a pool thread at nice 19 (Linux sets a thread's priority by its id; elsewhere it runs as is)."""
+    def run(*args, **kwargs):
+        with contextlib.suppress(Exception):
+            import threading
+
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        return fn(*args, **kwargs)
+
+    return run
+
+
 def _versions() -> dict[str, str]:
     out = {"python": sys.version.split()[0]}
     for mod in ("torch", "diffusers", "peft", "accelerate", "transformers"):
@@ -169,7 +181,7 @@ class _Run:
         self.cfg, self.cb, self.write_lora = cfg, cb, write_lora
         self.acc = None
         self.bm: BaseModel | None = None
-        self.pool: ThreadPoolExecutor | None = None  # the background hashes (base file, VAE weights)
+        self.pools: list[ThreadPoolExecutor] = []  # the background hashes (base file, VAE weights)
         self.hashing = self.vae_hash = None
         self.opened = False  # the record is on disk: a stop from here on closes it with a status
         self.done = False
@@ -223,11 +235,14 @@ class _Run:
         # #12, time to first step). The latent cache keys by the VAE's own weights, hashed beside the setup.
         # (not remembered yet: a model that fails to load must leave no cache file behind).
         src = base.source if base else Path(cfg.base_model).expanduser()
-        self.pool = pool = ThreadPoolExecutor(2, thread_name_prefix="lora-studio-hash")
-        self.hashing = pool.submit(file_sha256, src, resolve_cache_dir(cfg), False) if src.exists() else None
+        # Two single-thread pools: the file's hash runs at the lowest CPU priority (on a busy machine it must not
+        # slow the load and the first steps it runs beside), the VAE's (needed at the first batch) at the normal one.
+        self.pools = [ThreadPoolExecutor(1, thread_name_prefix="lora-studio-hash") for _ in range(2)]
+        self.hashing = self.pools[0].submit(_lowest_priority(file_sha256), src, resolve_cache_dir(cfg), False) \
+            if src.exists() else None
         self.bm = bm = base or load_base_model(cfg.base_model, cfg.model_type, cfg.model_config_dir,
                                                cfg.tokenizer_dir, cfg.prediction_type)
-        self.vae_hash = pool.submit(weights_sha256, bm.vae)
+        self.vae_hash = self.pools[1].submit(weights_sha256, bm.vae)
         record["base_model"] = {"path": str(bm.source), "family": bm.family, "prediction_type": bm.prediction_type,
                                 "sha256": None, "tokenizer": bm.extra.get("tokenizer")}
         record["dataset"]["sha256"] = ds.content_hash()
@@ -331,8 +346,8 @@ class _Run:
 
     def release(self, own_model: bool, keep: bool) -> None:
         """Device memory and trackers back, whatever happened (runs in `finally`)."""
-        if self.pool is not None:  # a hash still being read (a run that stopped early) finishes on its own
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self.pools:  # a hash still being read (a run that stopped early) finishes on its own
+            pool.shutdown(wait=False, cancel_futures=True)
         if not (keep and self.done):
             _free(self.bm if own_model else None)
         if self.acc is not None:
