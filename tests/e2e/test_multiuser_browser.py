@@ -11,13 +11,13 @@ frontend ComfyUI 0.3.64 bundles and the newest comfyui-frontend-package (LORA_ST
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_browser import ARTIFACTS, Page, chromium, launch_chromium, newest_frontend_root, open_ui  # noqa: F401
+from tests.e2e.test_nodes_e2e import copy_sample
 from tests.e2e.test_studio_browser import STEPS, open_sidebar, queue_training, rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -88,14 +88,7 @@ return {id: n.id, points: n.lossPoints.length, imgs: (n.imgs ?? []).length,
 
 
 def _dataset(server) -> str:
-    src, dst = REPO / "example_data" / "watercolor_fox", server.input_dir / "two_sessions_fox"
-    if not dst.exists():
-        (dst / "images").mkdir(parents=True)
-        lines = (src / "metadata.jsonl").read_text().splitlines()[:4]
-        for line in lines:
-            shutil.copy(src / "images" / json.loads(line)["file"], dst / "images")
-        (dst / "metadata.jsonl").write_text("\n".join(lines) + "\n")
-    return dst.name
+    return copy_sample(server, "two_sessions_fox")
 
 
 @pytest.fixture(scope="module", params=["one-user/bundled", "multi-user/bundled", "one-user/1.58", "multi-user/1.58"])

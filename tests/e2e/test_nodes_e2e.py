@@ -15,18 +15,23 @@ REPO = Path(__file__).resolve().parents[2]
 NODE_IDS = ["LoraStudio_LoadDataset", "LoraStudio_ConfigureLoRA", "LoraStudio_TrainLoRA", "LoraStudio_SaveLoRAToModels"]
 
 
-@pytest.fixture(scope="module")
-def dataset_name(comfy_server) -> str:
-    """Four pictures of the shipped sample, copied into the server's input folder."""
+def copy_sample(server, folder: str, n: int = 4) -> str:
+    """The shipped sample's first `n` pictures as dataset `folder` in the server's input folder; its name."""
     src = REPO / "example_data" / "watercolor_fox"
-    dst = comfy_server.input_dir / "watercolor_fox"
+    dst = server.input_dir / folder
     if not dst.exists():
         (dst / "images").mkdir(parents=True)
-        lines = (src / "metadata.jsonl").read_text().splitlines()[:4]
+        lines = (src / "metadata.jsonl").read_text().splitlines()[:n]
         for line in lines:
             shutil.copy(src / "images" / json.loads(line)["file"], dst / "images")
         (dst / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     return dst.name
+
+
+@pytest.fixture(scope="module")
+def dataset_name(comfy_server) -> str:
+    """Four pictures of the shipped sample, copied into the server's input folder."""
+    return copy_sample(comfy_server, "watercolor_fox")
 
 
 def api_prompt(ckpt: str, dataset: str, name: str, steps: int = 3) -> dict:
