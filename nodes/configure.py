@@ -12,6 +12,8 @@ from ..trainer.presets import (CONFIGURE_WIDGETS, DEFAULT_PRESET, KEEP, PRESETS,
 from .comfy_bridge import CATEGORY, Config, checkpoint_names, checkpoint_path, confined, io, loras_dir
 
 PRESET_TITLES = [p.title for p in PRESETS.values()]
+PICK_CHECKPOINT = ("ckpt_name is empty: pick your base model (an SD 1.5, SD 2.x or SDXL checkpoint from "
+                   "models/checkpoints) in Configure LoRA; put one there and press R if the list is empty.")
 DEFAULTS = preset_widgets(DEFAULT_PRESET)  # the widgets show the default preset's values
 TIP_PRESET = "Shows the preset's value; picking another preset sets it. 0 (older workflows) = the preset's value."
 TIP_KEEP = "Shows the preset's value; picking another preset sets it. 'preset' = the preset's value."
@@ -60,6 +62,8 @@ def live_command(widgets: dict, dataset: dict | None = None) -> dict:
     from .dataset import confine_dataset
     from .train import train_config
 
+    if not str(widgets.get("ckpt_name") or "").strip():
+        return {"command": "", "config": None, "overrides": {}, "error": PICK_CHECKPOINT}
     try:
         cfg = make_config(widgets).to_dict()
         data = dataset or {}
@@ -127,7 +131,7 @@ class ConfigureLoRA(io.ComfyNode):
             ],
             outputs=[
                 Config.Output("config_out", display_name="config", tooltip="The validated training configuration."),
-                io.String.Output("command", display_name="command", tooltip="The same job as a terminal command (accelerate launch), to copy."),
+                io.String.Output("command", display_name="command", tooltip="These settings as a terminal command (python -m trainer train …, or lora-studio when pip-installed). The panel's command adds Load Dataset's dataset and trigger token; after a run it is the job's own --job command."),
             ],
         )
 
@@ -138,8 +142,7 @@ class ConfigureLoRA(io.ComfyNode):
         options = {k: o["options"] for section in ("required", "optional")
                    for k, (_, o) in spec_.get(section, {}).items() if "options" in o}
         if kw.get("ckpt_name") == "":  # the templates leave it empty: a named file would be "missing" on most servers
-            return ("ckpt_name is empty: pick your base model (an SD 1.5, SD 2.x or SDXL checkpoint from "
-                    "models/checkpoints) in Configure LoRA; put one there and press R if the list is empty.")
+            return PICK_CHECKPOINT
         for key, value in kw.items():
             if key in options and value not in options[key]:
                 shown = ", ".join(map(str, options[key][:8])) or "(none: the list is empty)"

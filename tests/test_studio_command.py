@@ -120,6 +120,8 @@ def test_bad_values_come_back_as_a_message_not_a_command(configure):
     live = configure.live_command(dict(ckpt_name="v1-5.safetensors", preset="Atelier", name="x"),
                                   dict(DATA, dataset="../../etc"))
     assert live["command"] == "" and live["error"]
+    live = configure.live_command(dict(ckpt_name="", preset="Atelier", name="x"), DATA)  # as the templates come
+    assert live["command"] == "" and "pick your base model" in live["error"], live
 
 
 def test_the_nodes_command_output_is_the_same_builder(configure, monkeypatch):
