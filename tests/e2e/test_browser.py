@@ -104,10 +104,14 @@ class Page:
         return r.get("result", {}).get("value")
 
     def wait_for(self, body: str, timeout: float, what: str, poll: float = 0.5):
+        from websocket import WebSocketTimeoutException
+
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
-            with contextlib.suppress(CDPError):
+            # a page too busy to answer in 30 s (a CPU training run on a loaded machine) is asked again; a late
+            # answer carries an old id, which call() skips
+            with contextlib.suppress(CDPError, TimeoutError, WebSocketTimeoutException):
                 last = self.js(body, timeout=30)
                 if last:
                     return last
@@ -209,6 +213,30 @@ def newest_frontend_root(request) -> str:
         pytest.skip(f"{NEW_FRONTEND_ENV}={root} has no index.html: not a frontend's static folder")
     request.getfixturevalue("comfy_server")  # skips without COMFYUI_PATH, like every e2e test
     return root
+
+
+BROWSER_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Locale": "en", "LoraStudio.Language": "en",
+                    "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False}
+
+
+@contextlib.contextmanager
+def frontend_page(server: ComfyServer, what: str, checkpoint_file: Path, domains=("Page", "Runtime")):
+    """Chromium (1600x1000) for a returning English user of `server`, which has the random SD1.5-shaped
+    checkpoint; its console problems go to test-artifacts/browser_console_<what>.txt when it closes."""
+    ckpt = server.checkpoints_dir / "sd15_random.safetensors"
+    if not ckpt.exists():
+        ckpt.symlink_to(checkpoint_file)
+    ARTIFACTS.mkdir(exist_ok=True)
+    _settings(server, **BROWSER_SETTINGS)
+    p = launch_chromium(ARTIFACTS / f"chromium_{what}.log")
+    try:
+        for domain in domains:
+            p.call(f"{domain}.enable")
+        p.call("Emulation.setDeviceMetricsOverride", width=1600, height=1000, deviceScaleFactor=1, mobile=False)
+        yield p
+    finally:
+        (ARTIFACTS / f"browser_console_{what}.txt").write_text("\n".join(p.console_problems()) + "\n")
+        p.close()
 
 
 def _settings(server: ComfyServer, **values) -> None:

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_browser import ARTIFACTS, Page, chromium, launch_chromium, newest_frontend_root, open_ui  # noqa: F401
+from tests.e2e.test_browser import (ARTIFACTS, BROWSER_SETTINGS, Page, chromium, launch_chromium,  # noqa: F401
+                                    newest_frontend_root, open_ui)
 from tests.e2e.test_nodes_e2e import copy_sample
 from tests.e2e.test_studio_browser import STEPS, open_sidebar, queue_training, rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 REPO = Path(__file__).resolve().parents[2]
-SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Locale": "en", "LoraStudio.Language": "en",
-            "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False}
 
 
 class ContextPage(Page):
@@ -69,7 +68,7 @@ def login(p: Page, server, user: dict | None) -> None:
         time.sleep(1)
         _raw_js(p, f"localStorage['Comfy.userId'] = {json.dumps(user['id'])};"
                    f"localStorage['Comfy.userName'] = {json.dumps(user['name'])}; true")
-    server.post("/settings", json=SETTINGS, headers={"comfy-user": user["id"]} if user else {}).raise_for_status()
+    server.post("/settings", json=BROWSER_SETTINGS, headers={"comfy-user": user["id"]} if user else {}).raise_for_status()
     open_ui(p, server)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_browser import ARTIFACTS, _settings, chromium, each_frontend, launch_chromium, open_ui  # noqa: F401
+from tests.e2e.test_browser import ARTIFACTS, _settings, chromium, each_frontend, frontend_page, open_ui  # noqa: F401
 from tests.e2e.test_studio_routes import FOX
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -45,22 +45,9 @@ def studio(request, tmp_path_factory, sd15_checkpoint_file):
 @pytest.fixture(scope="module")
 def page(studio, chromium, sd15_checkpoint_file):  # noqa: F811
     tag, server = studio
-    ckpt = server.checkpoints_dir / "sd15_random.safetensors"
-    if not ckpt.exists():
-        ckpt.symlink_to(sd15_checkpoint_file)
-    ARTIFACTS.mkdir(exist_ok=True)
-    _settings(server, **{"Comfy.TutorialCompleted": True, "Comfy.Locale": "en", "LoraStudio.Language": "en",
-                         "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False})
-    p = launch_chromium(ARTIFACTS / f"chromium_studio_{tag}.log")
-    try:
-        for domain in ("Page", "Runtime", "DOM"):
-            p.call(f"{domain}.enable")
-        p.call("Emulation.setDeviceMetricsOverride", width=1600, height=1000, deviceScaleFactor=1, mobile=False)
+    with frontend_page(server, f"studio_{tag}", sd15_checkpoint_file, ("Page", "Runtime", "DOM")) as p:
         open_ui(p, server)
         yield p
-    finally:
-        (ARTIFACTS / f"browser_console_studio_{tag}.txt").write_text("\n".join(p.console_problems()) + "\n")
-        p.close()
 
 
 def _zip_path(tmp: Path) -> Path:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.test_browser import ARTIFACTS, _settings, chromium, each_frontend, launch_chromium, open_ui  # noqa: F401
+from tests.e2e.test_browser import ARTIFACTS, chromium, each_frontend, frontend_page, open_ui  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
@@ -44,22 +44,9 @@ def server(request, tmp_path_factory, sd15_checkpoint_file):
 
 @pytest.fixture(scope="module")
 def page(server, chromium, sd15_checkpoint_file):  # noqa: F811
-    tag, s = server
-    ckpt = s.checkpoints_dir / "sd15_random.safetensors"  # a user who has a checkpoint, just not the one named
-    if not ckpt.exists():
-        ckpt.symlink_to(sd15_checkpoint_file)
-    ARTIFACTS.mkdir(exist_ok=True)
-    _settings(s, **{"Comfy.TutorialCompleted": True, "Comfy.Locale": "en", "LoraStudio.Language": "en",
-                    "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False})
-    p = launch_chromium(ARTIFACTS / f"chromium_templates_{tag}.log")
-    try:
-        for domain in ("Page", "Runtime"):
-            p.call(f"{domain}.enable")
-        p.call("Emulation.setDeviceMetricsOverride", width=1600, height=1000, deviceScaleFactor=1, mobile=False)
+    tag, s = server  # a user who has a checkpoint, just not one a template could name
+    with frontend_page(s, f"templates_{tag}", sd15_checkpoint_file) as p:
         yield p
-    finally:
-        (ARTIFACTS / f"browser_console_templates_{tag}.txt").write_text("\n".join(p.console_problems()) + "\n")
-        p.close()
 
 
 def test_templates_are_listed_and_served_with_their_own_thumbnails(comfy_server):
