@@ -208,12 +208,18 @@ class Graph:
                 "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}}, "version": 0.4}
 
 
-def train_from_folder(specs: dict[str, NodeSpec]) -> dict:
-    g = Graph(specs)
+def _dataset_configure_train_save(g: Graph, train_at: tuple[int, int]) -> None:
+    """Nodes 1-4 of every template: Load Dataset and Configure LoRA on the left, Train LoRA at `train_at`,
+    Save LoRA to its right."""
     g.node(1, "LoraStudio_LoadDataset", (40, 60), (360, 130))
     g.node(2, "LoraStudio_ConfigureLoRA", (40, 240), (440, 840))
-    g.node(3, "LoraStudio_TrainLoRA", (540, 60), (440, 380))
+    g.node(3, "LoraStudio_TrainLoRA", train_at, (440, 380))
     g.node(4, "LoraStudio_SaveLoRAToModels", (1040, 60), (360, 90))
+
+
+def train_from_folder(specs: dict[str, NodeSpec]) -> dict:
+    g = Graph(specs)
+    _dataset_configure_train_save(g, (540, 60))
     g.note(5, (1040, 200), (400, 260), NOTE.format(also="", also_de=""))
     g.link(1, 0, 3, "dataset")
     g.link(2, 0, 3, "config")
@@ -224,10 +230,7 @@ def train_from_folder(specs: dict[str, NodeSpec]) -> dict:
 def train_apply_sample(specs: dict[str, NodeSpec]) -> dict:
     """Train, then sample with the fresh LoRA through Train LoRA's MODEL/CLIP outputs (no Load LoRA needed)."""
     g = Graph(specs)
-    g.node(1, "LoraStudio_LoadDataset", (40, 60), (360, 130))
-    g.node(2, "LoraStudio_ConfigureLoRA", (40, 240), (440, 840))
-    g.node(3, "LoraStudio_TrainLoRA", (540, 240), (440, 380))
-    g.node(4, "LoraStudio_SaveLoRAToModels", (1040, 60), (360, 90))
+    _dataset_configure_train_save(g, (540, 240))
     g.node(5, "CheckpointLoaderSimple", (540, 60), (440, 100))
     g.node(6, "CLIPTextEncode", (1040, 200), (400, 160), "CLIP Text Encode (Positive Prompt)",
            text=f"watercolor painting of {TRIGGER} fox sitting in a garden")

@@ -226,6 +226,7 @@ async function restoreFromJob(node) {
   if (!id || !node.loraStudioChart) return;
   const page = await fetchJob(id);
   if (!page) return; // deleted, or another user's: nothing to restore
+  if (!node.graph) return; // the graph was replaced (another workflow opened) while the record was on its way
   node.loraStudioJob = page;
   const losses = page.record?.metrics?.losses ?? page.live?.losses;
   if (Array.isArray(losses) && losses.length && node.lossState.points.length <= losses.length) {

@@ -184,24 +184,31 @@ def test_upload_train_watch_and_variant_in_the_sidebar(page, studio, tmp_path, s
     p.screenshot(*_shots("job_page", tag))
 
     # New variant: the job's settings back in a graph, which trains again
-    p.js("document.querySelector('.ls-jobpage .ls-variant').click(); return true;")
+    # (the graph that queued the run has the same values: its nodes are marked, so only the variant's count)
+    p.js("for (const n of app.graph._nodes) n.__lsQueued = true;"
+         " document.querySelector('.ls-jobpage .ls-variant').click(); return true;")
     got = p.wait_for("""const c = app.graph._nodes.find((n) => n.type === 'LoraStudio_ConfigureLoRA');
         const d = app.graph._nodes.find((n) => n.type === 'LoraStudio_LoadDataset');
-        return c && d && Object.fromEntries([...c.widgets, ...d.widgets].filter((w) => w.serialize !== false)
+        return c && d && !c.__lsQueued && !d.__lsQueued && Object.fromEntries([...c.widgets, ...d.widgets].filter((w) => w.serialize !== false)
           .map((w) => [w.name, w.value]));""", 30, "the variant graph")
     assert got["dataset"] == dataset and got["name"] == name and got["resolution"] == 64, got
     assert got["max_train_steps"] == STEPS and json.loads(got["extra"])["test_mode"] is True, got
-    # A variant changes something (an unchanged graph is ComfyUI's cached result, by design): a new rate
-    p.js("const c = app.graph._nodes.find((n) => n.type === 'LoraStudio_ConfigureLoRA');"
-         " const w = c.widgets.find((w) => w.name === 'learning_rate'); w.value = 0.0002; w.callback?.(w.value);"
-         " window.__done = null; for (const [t, ok] of [['execution_success', true], ['execution_error', false]])"
-         " api.addEventListener(t, (e) => { window.__done ??= {ok, d: e.detail}; });"
-         " await app.queuePrompt(0, 1); return true;")
+    # A variant changes something (an unchanged graph is ComfyUI's cached result, by design): a new rate.
+    # Its run is the first prompt to end that is not in the history yet (the first run's Save LoRA may still
+    # be ending on a busy machine when its row already reads "finished").
+    known = json.dumps(sorted(server.get("/history").json()))
+    sent = p.js("const c = app.graph._nodes.find((n) => n.type === 'LoraStudio_ConfigureLoRA');"
+                " const w = c.widgets.find((w) => w.name === 'learning_rate'); w.value = 0.0002; w.callback?.(w.value);"
+                f" await c.loraStudioSettled(); const known = new Set({known});"
+                " window.__done = null; for (const [t, ok] of [['execution_success', true], ['execution_error', false]])"
+                " api.addEventListener(t, (e) => { if (!known.has(e.detail?.prompt_id)) window.__done ??= {ok, d: e.detail}; });"
+                " await app.queuePrompt(0, 1); return c.widgets.find((w) => w.name === 'learning_rate').value;")
+    assert sent == 0.0002, sent
     done = p.wait_for("return window.__done", 900, "the variant's run", poll=1.0)
     assert done["ok"], (done, server.log_tail())
     records = [json.loads(f.read_text()) for f in (server.output_dir / "lora_studio" / "jobs").glob("*.json")]
     ours = [r for r in records if r["config"]["name"] == name and r["status"] == "finished"]
-    assert len(ours) == 2, [r["config"]["name"] for r in records]
+    assert len(ours) == 2, ([(r["config"]["name"], r["status"]) for r in records], done)
     [a] = [r["config"] for r in ours if abs(r["config"]["learning_rate"] - 2e-4) > 1e-9]  # the first run
     [b] = [r["config"] for r in ours if abs(r["config"]["learning_rate"] - 2e-4) <= 1e-9]  # the variant
     assert {k for k in a if a[k] != b[k]} <= {"resume_from", "learning_rate"}, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
@@ -231,6 +238,7 @@ def test_configure_lora_and_sidebar_in_german(page, studio):
         assert not toasts, toasts
     finally:
         _settings(server, **{"LoraStudio.Language": "en"})
+        open_ui(p, server)  # the next test starts in English
     ours = [x for x in p.console_problems() if "lora_studio" in x.lower() or "lora studio" in x.lower()]
     assert not ours, ours
 
