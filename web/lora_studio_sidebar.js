@@ -285,22 +285,37 @@ export function createSidebar({ app, api, strings, onStrings, copyText }) {
     return lines.join("\n");
   }
 
+  /** n frames drawn (or 100 ms each where the tab is hidden and draws none). */
+  const frames = async (n) => {
+    for (let i = 0; i < n; i++) {
+      await new Promise((r) => { requestAnimationFrame(r); setTimeout(r, 100); });
+    }
+  };
+
   /** Configure → Train → Save with a job's settings in the editor; `queue` runs it (Resume). */
   async function variantGraph(id, queue) {
     const page = await call(`/lora_studio/jobs/${encodeURIComponent(id)}`);
     const tpl = await call(TEMPLATE);
     await app.loadGraphData(tpl, true, true, `${page.summary.name || "lora"} variant`);
     const ckpt = page.variant?.LoraStudio_ConfigureLoRA?.ckpt_name;
-    for (const node of app.graph._nodes) {
-      const values = page.variant?.[node.type] || {};
-      for (const w of node.widgets ?? []) {
-        const v = Object.prototype.hasOwnProperty.call(values, w.name) ? values[w.name]
-          : (w.name === "ckpt_name" && ckpt ? ckpt : undefined);
-        if (v === undefined) continue;
-        w.value = v;
-        w.callback?.(v);
+    const apply = (onlyChanged) => {
+      for (const node of app.graph._nodes) {
+        const values = page.variant?.[node.type] || {};
+        for (const w of node.widgets ?? []) {
+          const v = Object.prototype.hasOwnProperty.call(values, w.name) ? values[w.name]
+            : (w.name === "ckpt_name" && ckpt ? ckpt : undefined);
+          if (v === undefined || (onlyChanged && w.value === v)) continue;
+          w.value = v;
+          w.callback?.(v);
+        }
       }
-    }
+    };
+    // 1.58 mounts a loaded graph's text-box widgets (Configure LoRA's extra) a frame or two later and then
+    // shows the template's value again: set ours after that, and once more where a late mount undid it
+    await frames(2);
+    apply(false);
+    await frames(2);
+    apply(true);
     app.graph.setDirtyCanvas(true, true);
     say(queue ? t().resumed : t().variantLoaded);
     if (queue) await app.queuePrompt(0, 1);
