@@ -34,10 +34,12 @@ log = logging.getLogger("lora_studio.tracking")
 PROJECT = "lora-studio"  # init_trackers' project: W&B's project, and TensorBoard's folder inside the job folder
 WANDB_FIX = "pip install wandb, or remove 'wandb' from report_to"
 # The command names the Python that runs this (ComfyUI portable, a venv): `pip` on PATH may be another one's.
-TENSORBOARD_HINT = ("TensorBoard logs were asked for (report_to), but the tensorboard package is not installed; "
-                    "training goes on without them. To get them: "
-                    f"{shlex.join([sys.executable, '-m', 'pip', 'install', 'tensorboard'])} (or install the pack "
-                    "with its extra, lora-studio[tensorboard]), or set report_to to [] to silence this.")
+# A note, not a warning: report_to's default asks for TensorBoard, so a first run (the quick start's demo)
+# would otherwise open with a warning about an optional extra.
+TENSORBOARD_HINT = ("TensorBoard logs: not written, the tensorboard package is not installed (training is not "
+                    "affected). To get them: "
+                    f"{shlex.join([sys.executable, '-m', 'pip', 'install', 'tensorboard'])} (or the pack's extra "
+                    "lora-studio[tensorboard]); report_to=[] turns this note off.")
 
 
 def _available(name: str) -> bool:
@@ -61,7 +63,7 @@ def log_with(report_to: Iterable[str], say: Callable[[str], None]) -> list[str]:
         if _available(name):
             out.append(name)
         elif name == "tensorboard":
-            say(f"warning: {TENSORBOARD_HINT}")
+            say(TENSORBOARD_HINT)
     return out
 
 
