@@ -298,13 +298,13 @@ export function createSidebar({ app, api, strings, onStrings, copyText }) {
     const tpl = await call(TEMPLATE);
     await app.loadGraphData(tpl, true, true, `${page.summary.name || "lora"} variant`);
     const ckpt = page.variant?.LoraStudio_ConfigureLoRA?.ckpt_name;
-    const apply = (onlyChanged) => {
+    const apply = () => { // the job's values where a widget shows another
       for (const node of app.graph._nodes) {
         const values = page.variant?.[node.type] || {};
         for (const w of node.widgets ?? []) {
           const v = Object.prototype.hasOwnProperty.call(values, w.name) ? values[w.name]
             : (w.name === "ckpt_name" && ckpt ? ckpt : undefined);
-          if (v === undefined || (onlyChanged && w.value === v)) continue;
+          if (v === undefined || w.value === v) continue;
           w.value = v;
           w.callback?.(v);
         }
@@ -313,9 +313,9 @@ export function createSidebar({ app, api, strings, onStrings, copyText }) {
     // 1.58 mounts a loaded graph's text-box widgets (Configure LoRA's extra) a frame or two later and then
     // shows the template's value again: set ours after that, and once more where a late mount undid it
     await frames(2);
-    apply(false);
+    apply();
     await frames(2);
-    apply(true);
+    apply();
     app.graph.setDirtyCanvas(true, true);
     say(queue ? t().resumed : t().variantLoaded);
     if (queue) await app.queuePrompt(0, 1);
