@@ -286,9 +286,15 @@ def ui(chromium, comfy_server: ComfyServer, sd15_checkpoint):
 
 
 def open_ui(page: Page, server: ComfyServer) -> None:
+    """The page loaded and its startup done. The app exists before the frontend restores the last workflow
+    (1.58 opens the previous tab a moment later, 1.27 loads it after setup): a graph loaded before that is replaced
+    by the restored one. The workspace store's `spinner` is on until 1.58's startup ends; 1.27 turns it off after
+    setup, and its restore is over once a workflow is active."""
     page.call("Page.navigate", url=server.base_url + "/")
-    page.wait_for("return !!(window.comfyAPI?.app?.app?.graph && window.comfyAPI.app.app.canvas "
-                  "&& LiteGraph.registered_node_types['LoraStudio_TrainLoRA'])", 180, "the ComfyUI page")
+    page.wait_for("""const a = window.comfyAPI?.app?.app, em = a?.extensionManager;
+        return !!(a?.graph && a.canvas && LiteGraph.registered_node_types['LoraStudio_TrainLoRA']
+                  && em && !em.spinner && (!em.workflow || em.workflow.activeWorkflow))""", 180, "the ComfyUI page")
+    page.js("await new Promise((r) => setTimeout(r, 300)); return true;")  # the restored graph's widgets mounted
 
 
 def load_workflow(page: Page, path: Path) -> None:
