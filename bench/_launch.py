@@ -45,7 +45,7 @@ def _torchvision_or_shim() -> str:
         return f"bench/_shim (PIL stand-in; real torchvision unavailable: {e.__class__.__name__}: {str(e)[:80]})"
 
 
-def main() -> int:
+def _parse_args() -> tuple[argparse.Namespace, list[str]]:
     ap = argparse.ArgumentParser()
     ap.add_argument("--result", required=True)
     ap.add_argument("--mode", choices=("script", "ours"), required=True)
@@ -53,7 +53,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("rest", nargs=argparse.REMAINDER)
     a = ap.parse_args()
-    rest = a.rest[1:] if a.rest[:1] == ["--"] else a.rest
+    return a, (a.rest[1:] if a.rest[:1] == ["--"] else a.rest)
+
+
+def main() -> int:
+    a, rest = _parse_args()
 
     import torch
 

@@ -90,7 +90,7 @@ def render(entries: list[dict], device: str, command: str, precision: str) -> st
 def run_ops(args, argv) -> int:
     import torch
 
-    from bench.run_benchmark import find_anchor_scripts, machine_info, script_args
+    from bench.run_benchmark import find_anchor_scripts
 
     device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and device != "cuda":
@@ -115,33 +115,8 @@ def run_ops(args, argv) -> int:
         # text encoder once per picture; the steady step is the one after that epoch. The script's are all alike.
         first_epoch = math.ceil(OPS_IMAGES / cfg.batch)
         for side in sides:
-            run_dir = work / "ops" / f"{cfg.name}-{side}"
-            shutil.rmtree(run_dir, ignore_errors=True)
-            run_dir.mkdir(parents=True)
-            script = None
-            start = 1 if side == "script" else first_epoch
-            if side == "script":
-                script = scripts.get(cfg.family)
-                if script is None:
-                    e["skipped"][side] = (f"no {ANCHOR_PATHS[cfg.family]} (give --diffusers-repo or --anchor-script)"
-                                          if not scripts else f"no {ANCHOR_PATHS[cfg.family]} in the snapshot")
-                    continue
-                rest = script_args(cfg.family, model, data, run_dir / "output", cfg, 2, args.rank, precision)
-            else:
-                from bench.ours import write_job
-
-                job = write_job(run_dir / "job.json", model_dir=model, data_dir=data, work=run_dir, cfg=cfg.to_dict(),
-                                steps=start + 1, rank=args.rank, precision=precision,
-                                compile_mode="on" if side == "ours-compiled" else "off")
-                rest = [str(job)]
-            print(f"[{cfg.name}] {side}", file=sys.stderr)
-            e[side] = _run_side(side, run_dir, device=device, threads=args.threads, timeout=args.timeout,
-                                script=script, rest=rest, window_start=start)
-            r = e[side]
-            print(f"[{cfg.name}] {side}: " + (f"{r['all_ops']} ops, {r['kernel_ops']} kernel ops, {r['host_syncs']} "
-                                             f"syncs ({r['seconds']:.0f} s)" if r.get("ok") else
-                                             f"FAILED {r.get('error')}\n{r.get('log_tail', '')[-1500:]}"),
-                  file=sys.stderr)
+            _count_side(args, cfg, side, e, work=work, device=device, model=model, data=data, scripts=scripts,
+                        precision=precision, first_epoch=first_epoch)
         entries.append(e)
         if args.out:
             _write(args.out, device, command, precision, anchor, entries)
@@ -154,6 +129,40 @@ def run_ops(args, argv) -> int:
     if not args.work_dir and not args.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return 1 if any(not e[s].get("ok") for e in entries for s in sides if s in e) else 0
+
+
+def _count_side(args, cfg, side: str, e: dict, *, work: Path, device: str, model, data, scripts: dict, precision: str,
+                first_epoch: int) -> None:
+    """One side's counts for one config into e[side], or why it was skipped into e["skipped"][side]."""
+    from bench.run_benchmark import script_args
+
+    run_dir = work / "ops" / f"{cfg.name}-{side}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    script = None
+    start = 1 if side == "script" else first_epoch
+    if side == "script":
+        script = scripts.get(cfg.family)
+        if script is None:
+            e["skipped"][side] = (f"no {ANCHOR_PATHS[cfg.family]} (give --diffusers-repo or --anchor-script)"
+                                  if not scripts else f"no {ANCHOR_PATHS[cfg.family]} in the snapshot")
+            return
+        rest = script_args(cfg.family, model, data, run_dir / "output", cfg, 2, args.rank, precision)
+    else:
+        from bench.ours import write_job
+
+        job = write_job(run_dir / "job.json", model_dir=model, data_dir=data, work=run_dir, cfg=cfg.to_dict(),
+                        steps=start + 1, rank=args.rank, precision=precision,
+                        compile_mode="on" if side == "ours-compiled" else "off")
+        rest = [str(job)]
+    print(f"[{cfg.name}] {side}", file=sys.stderr)
+    e[side] = _run_side(side, run_dir, device=device, threads=args.threads, timeout=args.timeout,
+                        script=script, rest=rest, window_start=start)
+    r = e[side]
+    print(f"[{cfg.name}] {side}: " + (f"{r['all_ops']} ops, {r['kernel_ops']} kernel ops, {r['host_syncs']} "
+                                     f"syncs ({r['seconds']:.0f} s)" if r.get("ok") else
+                                     f"FAILED {r.get('error')}\n{r.get('log_tail', '')[-1500:]}"),
+          file=sys.stderr)
 
 
 def _write(out: str, device: str, command: str, precision: str, anchor: dict, entries: list[dict]) -> None:
