@@ -75,12 +75,18 @@ def check(family: str, unet_targets, te_targets, work: Path) -> dict:
     save_file(sd, str(path))
 
     unet, encoders = _models(family)
-    net = lora.create_network(1.0, 4, 4.0, None, encoders if family == "sdxl" else encoders[0], unet)
-    net.apply_to(encoders if family == "sdxl" else encoders[0], unet, True, True)  # train_network.py's order
+    text_encoder = encoders if family == "sdxl" else encoders[0]  # kohya takes a list for SDXL only
+    net = lora.create_network(1.0, 4, 4.0, None, text_encoder, unet)
+    net.apply_to(text_encoder, unet, True, True)  # train_network.py's order
     info = net.load_weights(str(path))
 
     read = merge.load_state_dict
-    merge.load_state_dict = lambda f, dt: (lambda r: ({k: v.to("meta", dt) for k, v in r[0].items()}, r[1]))(read(f, dt))
+
+    def read_to_meta(file, dtype):  # kohya's reader, its tensors moved to the meta device like the models
+        sd, metadata = read(file, dtype)
+        return {k: v.to("meta", dtype) for k, v in sd.items()}, metadata
+
+    merge.load_state_dict = read_to_meta
     counter = _Count()
     merge.logger.handlers[:], merge.logger.propagate = [counter], False
     merge.logger.setLevel(logging.INFO)
